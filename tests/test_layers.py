@@ -1,0 +1,246 @@
+"""DynamicConv and CondConv behaviour on small hand-checkable cases."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from dynjax.layers import CondConv, DynamicConv, Policy, masks
+
+
+def _init_apply(module, x, train=True, **kw):
+  variables = module.init(jax.random.PRNGKey(0), x, train=False, **kw)
+  out, state = module.apply(variables, x, train=train, mutable=["batch_stats", "dynamic"], **kw)
+  return variables, out, state
+
+
+# ----------------------------------------------------------------- CondConv
+@pytest.mark.parametrize("method", ["batched", "mixture", "auto"])
+@pytest.mark.parametrize("cin,cout,groups,stride,padding", [
+    (6, 4, 1, 1, "SAME"), (6, 4, 1, 2, "SAME"), (4, 6, 2, 1, "VALID"),
+    (8, 8, 8, 1, "SAME"), (8, 8, 8, 2, "SAME"), (4, 8, 4, 1, ((1, 0), (2, 1))),
+    (8, 8, 8, 2, ((1, 0), (2, 1)))])
+def test_condconv_equals_per_example_loop(method, cin, cout, groups, stride, padding):
+  x = jax.random.normal(jax.random.PRNGKey(1), (3, 7, 7, cin))
+  layer = CondConv(cout, 3, stride, padding, num_experts=3, feature_group_count=groups,
+                   method=method)
+  variables = layer.init(jax.random.PRNGKey(2), x)
+  out, state = layer.apply(variables, x, mutable=["dynamic"])
+  experts = variables["params"]["experts"]
+  router = variables["params"]["router"]
+  assert experts.shape == (3, 3, 3, cin // groups, cout)
+  assert router["kernel"].shape == (cin, 3)
+  alpha = jax.nn.sigmoid(x.mean((1, 2)) @ router["kernel"] + router["bias"])
+  np.testing.assert_allclose(state["dynamic"]["alpha"], alpha, rtol=1e-5)
+  for b in range(3):
+    kernel = sum(alpha[b, i] * experts[i] for i in range(3))
+    ref = jax.lax.conv_general_dilated(
+        x[b:b + 1], kernel, (stride, stride), padding,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+    np.testing.assert_allclose(out[b], ref[0], atol=2e-5, rtol=1e-4)
+
+
+def test_condconv_bias_and_jit_and_grad():
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 5, 5, 4))
+  layer = CondConv(3, 1, num_experts=2, use_bias=True)
+  variables = layer.init(jax.random.PRNGKey(0), x)
+  variables = jax.tree.map(lambda v: v, variables)
+  variables["params"]["bias"] = jnp.array([[1.0, 2.0, 3.0], [0.0, 0.0, 1.0]])
+  out = jax.jit(layer.apply)(variables, x)
+  alpha = jax.nn.sigmoid(x.mean((1, 2)) @ variables["params"]["router"]["kernel"]
+                         + variables["params"]["router"]["bias"])
+  no_bias = jnp.einsum("bhwc,bco->bhwo", x,
+                       jnp.einsum("bn,ncd->bcd", alpha, variables["params"]["experts"][:, 0, 0]))
+  np.testing.assert_allclose(out - no_bias, jnp.broadcast_to(
+      (alpha @ variables["params"]["bias"])[:, None, None], out.shape), atol=1e-5)
+  grads = jax.grad(lambda p: jnp.sum(layer.apply({"params": p}, x) ** 2))(variables["params"])
+  assert float(jnp.abs(grads["router"]["kernel"]).sum()) > 0
+  assert float(jnp.abs(grads["experts"]).sum()) > 0
+
+
+# ------------------------------------------------------------------ dense
+def test_dense_policy_is_conv_bn_relu():
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 6, 6, 3))
+  layer = DynamicConv(5)
+  variables, out, state = _init_apply(layer, x, train=False)
+  conv = nn.Conv(5, (3, 3), use_bias=False)
+  z = conv.apply({"params": variables["params"]["conv"]}, x)
+  bn = variables["batch_stats"]["bn"]
+  y = (z - bn["mean"]) / jnp.sqrt(bn["var"] + 1e-5)
+  y = y * variables["params"]["bn"]["scale"] + variables["params"]["bn"]["bias"]
+  np.testing.assert_allclose(out, jax.nn.relu(y), atol=1e-5)
+  assert "dynamic" not in state or not state["dynamic"]
+
+
+def test_static_policy_builds_ceil_d_channels():
+  x = jnp.ones((2, 4, 4, 3))
+  layer = DynamicConv(10, policy=Policy("static", density=0.33))
+  variables, out, _ = _init_apply(layer, x)
+  assert out.shape == (2, 4, 4, 4)  # ceil(3.3)
+  assert variables["params"]["conv"]["kernel"].shape == (3, 3, 3, 4)
+
+
+# -------------------------------------------------------------------- FBS
+@pytest.mark.parametrize("experts", [0, 2])
+def test_fbs_suppressed_channels_exactly_zero(experts):
+  x = jax.random.normal(jax.random.PRNGKey(0), (8, 6, 6, 5))
+  layer = DynamicConv(10, policy=Policy("fbs", density=0.3, experts=experts),
+                      activation=nn.swish)
+  variables, out, state = _init_apply(layer, x)
+  mask = state["dynamic"]["mask"]
+  assert mask.shape == (8, 10)
+  np.testing.assert_array_equal(mask.sum(-1), np.full(8, 3))
+  # Losers output exactly zero everywhere.
+  off = np.asarray(out) * (1 - np.asarray(mask))[:, None, None, :]
+  assert np.all(off == 0.0)
+  # Winners are boosted by the saliency: out = act(g * BN_noaffine(z) + beta).
+  sal = state["dynamic"]["saliency"]
+  assert sal.shape == (8, 10) and float(sal.min()) >= 0.0
+  winners = np.asarray(out)[np.broadcast_to(np.asarray(mask)[:, None, None, :] == 1, out.shape)]
+  assert np.abs(winners).sum() > 0
+
+
+def test_fbs_density_one_keeps_all_and_scales_by_saliency():
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 5, 5, 3))
+  layer = DynamicConv(6, policy=Policy("fbs", density=1.0), activation=None)
+  variables, out, state = _init_apply(layer, x)
+  np.testing.assert_array_equal(state["dynamic"]["mask"], np.ones((4, 6)))
+  z = nn.Conv(6, (3, 3), use_bias=False).apply({"params": variables["params"]["conv"]}, x)
+  zn = (z - z.mean((0, 1, 2))) / jnp.sqrt(z.var((0, 1, 2)) + 1e-5)
+  g = state["dynamic"]["saliency"][:, None, None, :]
+  np.testing.assert_allclose(out, g * zn, atol=1e-4)
+
+
+def test_fbs_predictor_gradient_only_from_winners():
+  x = jax.random.normal(jax.random.PRNGKey(3), (6, 5, 5, 4))
+  layer = DynamicConv(8, policy=Policy("fbs", density=0.25), activation=None)
+  variables = layer.init(jax.random.PRNGKey(0), x)
+
+  def loss(params):
+    out, st = layer.apply({**variables, "params": params}, x, train=True,
+                          mutable=["batch_stats", "dynamic"])
+    return jnp.sum(out * jnp.arange(1.0, 9.0)), st["dynamic"]["mask"]
+
+  grads, mask = jax.grad(loss, has_aux=True)(variables["params"])
+  bias_grad = np.asarray(grads["predictor"]["fc"]["bias"])
+  # Per-output-channel bias gradient is zero for channels that never win.
+  never = np.asarray(mask).sum(0) == 0
+  assert never.any()
+  np.testing.assert_array_equal(bias_grad[never], 0.0)
+  assert np.abs(bias_grad[~never]).sum() > 0
+
+
+# ------------------------------------------------------------------- FTWT
+def _ftwt(mode="decoupled", **kw):
+  return DynamicConv(6, policy=Policy("ftwt", mass=0.9, mode=mode, **kw))
+
+
+def test_ftwt_records_mask_logits_target_and_masks_output():
+  x = jax.random.normal(jax.random.PRNGKey(0), (5, 6, 6, 4))
+  layer = _ftwt()
+  variables = layer.init(jax.random.PRNGKey(0), x)
+  # Make the gate input-dependent and mixed: some channels on, some off.
+  variables = jax.tree.map(lambda v: v, variables)
+  variables["params"]["gate"]["fc"]["bias"] = jnp.array([1.0, -1.0, 1.0, -1.0, 1.0, -1.0])
+  out, state = layer.apply(variables, x, train=False, mutable=["dynamic"])
+  dyn = state["dynamic"]
+  np.testing.assert_array_equal(dyn["mask"], (dyn["gate_logits"] > 0).astype(jnp.float32))
+  masked = np.asarray(out) * (1 - np.asarray(dyn["mask"]))[:, None, None, :]
+  assert np.all(masked == 0.0)
+  # Target = FTWT mass mask of the unmasked output relu(BN(conv(x))).
+  dense = DynamicConv(6)
+  unmasked = dense.apply({"params": {k: variables["params"][k] for k in ("conv", "bn")},
+                          "batch_stats": variables["batch_stats"]}, x, train=False)
+  np.testing.assert_array_equal(dyn["target"], masks.ftwt_target_mask(unmasked, 0.9))
+  # Gate: softmax(mean_hw(x)) @ W + b.
+  p = variables["params"]["gate"]["fc"]
+  ref = jax.nn.softmax(x.mean((1, 2)), -1) @ p["kernel"] + p["bias"]
+  np.testing.assert_allclose(dyn["gate_logits"], ref, rtol=1e-5, atol=1e-6)
+
+
+def _gate_loss_grad_wrt_input(mode):
+  """Gradient of a BCE-style gate loss w.r.t. the output of an upstream conv."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 6, 6, 3))
+  up = nn.Conv(4, (3, 3))
+  layer = _ftwt(mode)
+  up_vars = up.init(jax.random.PRNGKey(1), x)
+  variables = layer.init(jax.random.PRNGKey(2), up.apply(up_vars, x))
+
+  def gate_loss(up_params):
+    h = up.apply({"params": up_params}, x)
+    _, st = layer.apply(variables, h, train=True, mutable=["batch_stats", "dynamic"])
+    logits, target = st["dynamic"]["gate_logits"], st["dynamic"]["target"]
+    return jnp.sum(jnp.mean(
+        jnp.maximum(logits, 0) - logits * target + jnp.log1p(jnp.exp(-jnp.abs(logits))), 0))
+
+  return jax.grad(gate_loss)(up_vars["params"])
+
+
+def test_ftwt_decoupled_blocks_gate_loss_upstream_and_joint_does_not():
+  g_dec = _gate_loss_grad_wrt_input("decoupled")
+  g_joint = _gate_loss_grad_wrt_input("joint")
+  assert all(float(jnp.abs(v).sum()) == 0.0 for v in jax.tree.leaves(g_dec))
+  assert sum(float(jnp.abs(v).sum()) for v in jax.tree.leaves(g_joint)) > 0
+
+
+def test_ftwt_task_loss_reaches_gate_only_with_ste():
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 6, 6, 3))
+  for ste, expect_nonzero in [(False, False), (True, True)]:
+    layer = _ftwt(gate_ste=ste)
+    variables = layer.init(jax.random.PRNGKey(2), x)
+
+    def task(params):
+      out, _ = layer.apply({**variables, "params": params}, x, train=True,
+                           mutable=["batch_stats", "dynamic"])
+      return jnp.sum(out ** 2)
+
+    g = jax.grad(task)(variables["params"])["gate"]
+    total = sum(float(jnp.abs(v).sum()) for v in jax.tree.leaves(g))
+    assert (total > 0) == expect_nonzero
+
+
+def test_ftwt_residual_mask_before_and_after():
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 5, 6))
+  res = jax.random.normal(jax.random.PRNGKey(1), (3, 5, 5, 6))
+  for after in (False, True):
+    layer = DynamicConv(6, policy=Policy("ftwt", mass=0.8, mask_after_residual=after))
+    variables = layer.init(jax.random.PRNGKey(0), x, residual=res)
+    variables = jax.tree.map(lambda v: v, variables)
+    variables["params"]["gate"]["fc"]["bias"] = jnp.array([5.0, -5, 5, -5, 5, -5])
+    out, st = layer.apply(variables, x, train=False, residual=res, mutable=["dynamic"])
+    m = np.asarray(st["dynamic"]["mask"])[:, None, None, :]
+    if after:  # the whole block output is masked
+      assert np.all(np.asarray(out) * (1 - m) == 0)
+    else:  # masked channels still carry relu(residual)
+      np.testing.assert_allclose(np.asarray(out) * (1 - m),
+                                 np.asarray(jax.nn.relu(res)) * (1 - m), atol=1e-6)
+
+
+def test_layers_under_jit_and_sharded_batch():
+  from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+  devices = np.array(jax.devices()[:8])
+  mesh = Mesh(devices, ("data",))
+  x = jax.random.normal(jax.random.PRNGKey(0), (16, 6, 6, 4))
+  for policy in (Policy("fbs", density=0.5, experts=2), Policy("ftwt", mass=0.9)):
+    layer = DynamicConv(8, policy=policy)
+    variables = layer.init(jax.random.PRNGKey(0), x)
+    f = jax.jit(lambda v, x: layer.apply(v, x, train=True, mutable=["batch_stats", "dynamic"]))
+    ref, _ = f(variables, x)
+    xs = jax.device_put(x, NamedSharding(mesh, P("data")))
+    out, st = f(variables, xs)
+    np.testing.assert_allclose(out, ref, atol=1e-5)
+    assert st["dynamic"]["mask"].shape == (16, 8)
+
+
+def test_policy_validation_messages():
+  with pytest.raises(ValueError, match=r"density \(d\) must be in \(0, 1\]"):
+    Policy("fbs", density=1.2)
+  with pytest.raises(ValueError, match=r"mass \(r\)"):
+    Policy("ftwt", mass=0.0)
+  with pytest.raises(ValueError, match="method must be one of"):
+    Policy("gumbel")
+  with pytest.raises(ValueError, match="unknown dynamic policy field"):
+    Policy.create({"method": "fbs", "densty": 0.5})
+  assert Policy.create({"method": "fbs", "density": 0.5}).width(10) == 10
+  assert Policy.create("static", density=0.5).width(10) == 5
