@@ -30,6 +30,8 @@ n ordinary convolutions, so `"auto"` picks `"mixture"` for regular convs and
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 from typing import Sequence
 
 import jax
@@ -37,6 +39,24 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from dynjax.layers.gates import spatial_mean
+
+
+_METHOD_OVERRIDE = contextvars.ContextVar("condconv_method_override", default=None)
+
+
+@contextlib.contextmanager
+def method_override(method: str | None):
+  """Force every CondConv traced inside the block to use `method`.
+
+  Used by tools that need a particular lowering, e.g. the FLOP counter traces
+  with `"batched"` so the kernel mixing appears as one `dot_general` (n MACs
+  per kernel weight) followed by a single per-example convolution.
+  """
+  token = _METHOD_OVERRIDE.set(method)
+  try:
+    yield
+  finally:
+    _METHOD_OVERRIDE.reset(token)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -176,7 +196,7 @@ class CondConv(nn.Module):
     self.sow("dynamic", "alpha", alpha, init_fn=lambda: None,
              reduce_fn=lambda _, new: new)
     depthwise = groups == cin == self.features and groups > 1
-    method = self.method
+    method = _METHOD_OVERRIDE.get() or self.method
     if method == "auto":
       method = "depthwise" if depthwise else "mixture"
     strides = _pair(self.strides)
