@@ -1,0 +1,161 @@
+"""Up-front validation of an experiment config: one-line errors, no tracebacks
+from deep inside JAX.
+
+`validate(config)` compares the config against the schema of
+`configs/default.py` (unknown keys anywhere are an error), then checks names
+and ranges. `ConfigError` is a `ValueError`; `dynjax.main` prints its message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from dynjax.layers.policy import Policy
+
+MODELS = ("mcifarnet", "vgg16_bn", "resnet56", "mobilenet_v1", "resnet18", "resnet34")
+DATASETS = ("digits", "cifar10", "imagenet2012", "npz")
+OPTIMIZERS = ("sgd", "rmsprop")
+GATE_OPTIMIZERS = ("same",) + OPTIMIZERS
+SCHEDULES = ("constant", "step", "cosine")
+SCHEDULE_UNITS = ("epoch", "step")
+WEIGHT_DECAY_MODES = ("coupled", "l2_loss")
+DTYPES = ("float32", "bfloat16")
+
+TOP_LEVEL_KEYS = (
+    "model", "model_kwargs", "num_classes", "dynamic", "dataset", "batch_size",
+    "eval_batch_size", "num_epochs", "max_train_steps", "optimizer",
+    "gate_optimizer", "loss", "checkpoint_every_steps", "keep_checkpoints",
+    "log_every_steps", "eval_every_epochs", "init_from", "seed", "dtype",
+    "count_flops")
+DATASET_KEYS = ("name", "data_dir", "manual_dir", "path", "image_size",
+                "crop_padding", "flip", "cutout", "shuffle_buffer",
+                "train_split", "eval_split")
+OPTIMIZER_KEYS = ("name", "learning_rate", "momentum", "nesterov", "weight_decay",
+                  "weight_decay_mode", "schedule", "schedule_unit", "milestones",
+                  "decay_factor", "warmup_epochs", "clip_norm", "rmsprop_decay",
+                  "rmsprop_eps", "rmsprop_initial_scale")
+LOSS_KEYS = ("label_smoothing", "ftwt_mask_weight", "ftwt_cooldown", "fbs_lasso")
+POLICY_KEYS = tuple(f.name for f in dataclasses.fields(Policy))
+
+
+class ConfigError(ValueError):
+  """A bad experiment config; the message is one line naming the field."""
+
+
+def _as_dict(node: Any) -> dict:
+  if hasattr(node, "to_dict"):
+    return dict(node.to_dict())
+  if isinstance(node, Mapping):
+    return dict(node)
+  raise ConfigError(f"expected a ConfigDict, got {type(node).__name__}")
+
+
+def _check_keys(where: str, node: Any, allowed: tuple[str, ...],
+                required: bool = True) -> dict:
+  fields = _as_dict(node)
+  unknown = sorted(set(fields) - set(allowed))
+  if unknown:
+    prefix = f"{where}." if where else ""
+    raise ConfigError(f"unknown config key(s) {[prefix + k for k in unknown]}; "
+                      f"allowed in {where or 'config'}: {sorted(allowed)}")
+  missing = sorted(set(allowed) - set(fields)) if required else []
+  if missing:
+    prefix = f"{where}." if where else ""
+    raise ConfigError(f"missing config key(s) {[prefix + k for k in missing]}; "
+                      "start from configs/default.py::get_config()")
+  return fields
+
+
+def _choice(field: str, value: Any, allowed: tuple[str, ...]) -> None:
+  if value not in allowed:
+    raise ConfigError(f"{field} must be one of {list(allowed)}, got {value!r}")
+
+
+def _positive_int(field: str, value: Any, allow_none: bool = False) -> None:
+  if value is None and allow_none:
+    return
+  if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    raise ConfigError(f"{field} must be a positive integer, got {value!r}")
+
+
+def _unit_interval(field: str, value: Any, name: str) -> None:
+  if not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+    raise ConfigError(f"{field} ({name}) must be in (0, 1], got {value!r}")
+
+
+def _check_optimizer(where: str, node: Any, gate: bool) -> None:
+  opt = _check_keys(where, node, OPTIMIZER_KEYS)
+  _choice(f"{where}.name", opt["name"], GATE_OPTIMIZERS if gate else OPTIMIZERS)
+  if opt["name"] == "same":
+    return
+  _choice(f"{where}.schedule", opt["schedule"], SCHEDULES)
+  _choice(f"{where}.schedule_unit", opt["schedule_unit"], SCHEDULE_UNITS)
+  _choice(f"{where}.weight_decay_mode", opt["weight_decay_mode"], WEIGHT_DECAY_MODES)
+  for key in ("learning_rate", "momentum", "weight_decay", "clip_norm", "warmup_epochs"):
+    if not isinstance(opt[key], (int, float)) or opt[key] < 0:
+      raise ConfigError(f"{where}.{key} must be a number >= 0, got {opt[key]!r}")
+  if opt["schedule"] == "step" and not opt["milestones"]:
+    raise ConfigError(f"{where}.milestones must list epochs for schedule='step'")
+  if gate and opt["weight_decay_mode"] == "l2_loss" and opt["weight_decay"] > 0:
+    raise ConfigError(f"{where}.weight_decay_mode must be 'coupled' for the gate "
+                      "optimizer (the L2 loss term never covers gate parameters)")
+
+
+def validate(config: Any, device_count: int | None = None,
+             process_count: int = 1) -> None:
+  """Checks a config; raises `ConfigError` with a one-line message.
+
+  Args:
+    config: the experiment `ConfigDict`.
+    device_count: global device count; when given, the global batch sizes must
+      divide evenly over the devices.
+    process_count: number of JAX processes (batches split over them).
+  """
+  top = _check_keys("", config, TOP_LEVEL_KEYS)
+  _choice("model", top["model"], MODELS)
+  if not isinstance(top["model_kwargs"], Mapping) and not hasattr(top["model_kwargs"], "to_dict"):
+    raise ConfigError("model_kwargs must be a dict of keyword arguments for "
+                      "dynjax.models.create")
+  _positive_int("num_classes", top["num_classes"])
+
+  policy = _check_keys("dynamic", config.dynamic, POLICY_KEYS, required=False)
+  _choice("dynamic.method", policy.get("method", "dense"), ("dense", "fbs", "ftwt", "static"))
+  _unit_interval("dynamic.density", policy.get("density", 1.0), "d")
+  _unit_interval("dynamic.mass", policy.get("mass", 1.0), "r")
+  try:
+    Policy.create(policy)
+  except (TypeError, ValueError) as e:
+    raise ConfigError(str(e).splitlines()[0]) from None
+
+  data = _check_keys("dataset", config.dataset, DATASET_KEYS)
+  _choice("dataset.name", data["name"], DATASETS)
+  if data["name"] == "npz" and not data["path"]:
+    raise ConfigError("dataset.path must name an .npz file with x_train, y_train, "
+                      "x_test, y_test when dataset.name='npz'")
+  if not isinstance(data["cutout"], int) or data["cutout"] < 0:
+    raise ConfigError(f"dataset.cutout must be an integer >= 0, got {data['cutout']!r}")
+
+  for key in ("batch_size", "eval_batch_size", "num_epochs", "checkpoint_every_steps",
+              "keep_checkpoints", "log_every_steps", "eval_every_epochs"):
+    _positive_int(key, top[key])
+  _positive_int("max_train_steps", top["max_train_steps"], allow_none=True)
+  _choice("dtype", top["dtype"], DTYPES)
+  if not isinstance(top["seed"], int):
+    raise ConfigError(f"seed must be an integer, got {top['seed']!r}")
+
+  _check_optimizer("optimizer", config.optimizer, gate=False)
+  _check_optimizer("gate_optimizer", config.gate_optimizer, gate=True)
+  loss = _check_keys("loss", config.loss, LOSS_KEYS)
+  if not 0.0 <= loss["label_smoothing"] < 1.0:
+    raise ConfigError(f"loss.label_smoothing must be in [0, 1), got {loss['label_smoothing']!r}")
+  if not 0.0 <= loss["ftwt_cooldown"] <= 1.0:
+    raise ConfigError(f"loss.ftwt_cooldown must be in [0, 1], got {loss['ftwt_cooldown']!r}")
+
+  for key in ("batch_size", "eval_batch_size"):
+    if top[key] % process_count:
+      raise ConfigError(f"{key} ({top[key]}) must be divisible by the number of "
+                        f"processes ({process_count})")
+    if device_count and top[key] % device_count:
+      raise ConfigError(f"{key} ({top[key]}) must be divisible by the number of "
+                        f"devices ({device_count}); the global batch is split evenly")
