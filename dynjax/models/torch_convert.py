@@ -1,0 +1,1 @@
+def convert_torchvision_resnet(*a, **k): raise NotImplementedError
