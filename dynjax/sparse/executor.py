@@ -1,0 +1,275 @@
+"""Sparse inference: run a trained gated model computing only active channels.
+
+`sparse_apply(model, variables, x)` runs the model's own eval-mode forward
+(`model.apply(variables, x, train=False)`) with every gated `DynamicConv`
+replaced, through `flax.linen.intercept_methods`, by a computation over its
+active channels only. Any model written in `DynamicConv` blocks works
+unchanged: M-CifarNet, VGG, the ResNets.
+
+Per gated layer (groups == 1):
+
+- The decision comes first: the FBS saliency `g` or the FTWT gate logits are
+  computed from the pooled layer input, exactly as in `DynamicConv`.
+- FBS keeps k = ceil(d*C) winners per sample (a static size). FTWT keeps the
+  channels with logit > 0; their count varies, so the batch's largest count
+  is rounded up to one of a few bucket sizes (`bucket_fractions` of C) and a
+  `lax.switch` picks the branch compiled for that size. Padding slots hold
+  inactive channels and are zeroed.
+- The input side uses the previous gated layer's active set when the layer
+  input is that layer's output (dropout in eval mode passes it through
+  unchanged); otherwise (the image, a residual sum, a pooled map) all input
+  channels are used.
+- Convolution of the gathered kernel slice (`active_conv`), then batch norm
+  with running statistics and the gating folded into a per-channel affine on
+  the survivors, then the activation.
+
+The result is the dense output with zeros (the model's own code continues
+on it); when the next gated layer consumes it directly, the compact form is
+used instead and XLA drops the unused dense copy. Everything else (other
+layers, pooling, logits, residual adds) runs as in the model. Grouped and
+depthwise convolutions, and training mode, fall back to the masked-dense
+computation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+
+from dynjax.layers.dynamic_conv import DynamicConv
+from dynjax.layers.masks import num_winners
+from dynjax.layers.policy import Policy
+from dynjax.sparse.active_conv import (active_conv, active_indices, bucket_sizes,
+                                       gather_channels, scatter_channels)
+
+DEFAULT_BUCKETS = (0.25, 0.5, 0.75, 1.0)
+
+
+@dataclasses.dataclass
+class ActiveSet:
+  """Which channels of a gated layer's output are active.
+
+  Attributes:
+    mask: `[N, C]` 0/1, or None when only `idx` is known.
+    idx: `[N, k]` int32 active channels (static k), or None.
+    compact: `[N, H, W, k]` the values of those channels, or None.
+  """
+
+  mask: jax.Array | None = None
+  idx: jax.Array | None = None
+  compact: jax.Array | None = None
+
+
+class _Tracker:
+  """Maps a gated layer's dense output (by identity) to its active set."""
+
+  def __init__(self):
+    self._entries: list[tuple[Any, ActiveSet]] = []
+
+  def add(self, dense: jax.Array, active: ActiveSet) -> None:
+    self._entries.append((dense, active))
+
+  def find(self, x: Any) -> ActiveSet | None:
+    for dense, active in reversed(self._entries):
+      if dense is x:
+        return active
+    return None
+
+
+def _pair(v) -> tuple[int, int]:
+  return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _pooled(x, active: ActiveSet | None, c_in: int, reduce: Callable) -> jax.Array:
+  """`reduce` over H, W of the full input `[N, C_in]`, from the compact form if any."""
+  if active is not None and active.compact is not None:
+    return scatter_channels(reduce(active.compact), active.idx, c_in)
+  return reduce(x)
+
+
+def _input_options(x, active: ActiveSet | None, c_in: int, fractions):
+  """The static input widths to choose from, a selector, and a gatherer."""
+  if active is not None and active.compact is not None:
+    return (active.idx.shape[-1],), 0, lambda k: (active.compact, active.idx)
+  if active is None or active.mask is None:
+    return (c_in,), 0, lambda k: (x, None)
+  sizes = bucket_sizes(c_in, fractions)
+  count = jnp.max(jnp.sum(active.mask, axis=-1))
+  select = jnp.searchsorted(jnp.asarray(sizes, jnp.float32), count, side="left")
+
+  def gather(k):
+    idx = active_indices(active.mask, k)
+    return gather_channels(x, idx), idx
+
+  return sizes, select, gather
+
+
+def _take(v: jax.Array, idx: jax.Array) -> jax.Array:
+  """Per-channel vector `[C]` (or per-sample `[N, C]`) at `idx [N, k]` -> `[N, 1, 1, k]`."""
+  taken = v[idx] if v.ndim == 1 else jnp.take_along_axis(v, idx, axis=-1)
+  return taken[:, None, None, :]
+
+
+def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array | None,
+                        tracker: _Tracker, fractions: Sequence[float]) -> jax.Array:
+  """Eval-mode `DynamicConv` output computing only active channels.
+
+  Args:
+    module: a bound, gated `DynamicConv` with `feature_group_count == 1`.
+    x: its input `[N, H, W, C_in]`.
+    residual: optional residual of the output shape.
+    tracker: active sets of earlier gated outputs (updated with this one).
+    fractions: FTWT bucket fractions.
+
+  Returns:
+    The dense output `[N, H', W', C]`, equal to `module(x, train=False,
+    residual=residual)` up to float rounding.
+  """
+  policy = Policy.create(module.policy)
+  params = module.variables["params"]
+  stats = module.variables["batch_stats"]["bn"]
+  features = policy.width(module.features)
+  c_in = x.shape[-1]
+  act = (lambda y: y) if module.activation is None else module.activation
+  dtype = x.dtype if module.dtype is None else module.dtype
+  active_in = tracker.find(x)
+  x = x.astype(dtype)
+  mean_hw = lambda t, f=lambda v: v: jnp.mean(f(t), axis=(1, 2))
+
+  conv = params["conv"]
+  if policy.experts > 0:
+    weights = conv["experts"]
+    router = conv["router"]
+    gap = _pooled(x, active_in, c_in, mean_hw).astype(jnp.float32)
+    alpha = jax.nn.sigmoid(gap @ router["kernel"] + router["bias"])
+    conv_bias = None if "bias" not in conv else alpha @ conv["bias"]
+  else:
+    weights, alpha = conv["kernel"], None
+    conv_bias = conv.get("bias")
+
+  if policy.method == "fbs":
+    fc = params["predictor"]["fc"]
+    pooled = _pooled(x, active_in, c_in, functools.partial(mean_hw, f=jnp.abs))
+    saliency = nn.relu(pooled.astype(dtype) @ fc["kernel"].astype(dtype)
+                       + fc["bias"].astype(dtype))
+    out_sizes = (num_winners(policy.density, features),)
+    out_select = 0
+    out_indices = lambda k: (jnp.sort(jax.lax.top_k(saliency, k)[1].astype(jnp.int32), -1), None)
+  else:
+    fc = params["gate"]["fc"]
+    reduce = mean_hw if policy.gate_pool == "avg" else (lambda t: jnp.max(t, axis=(1, 2)))
+    e = _pooled(x, active_in, c_in, reduce).astype(jnp.float32)
+    if policy.gate_softmax:
+      e = jax.nn.softmax(e, axis=-1)
+    mask = ((e @ fc["kernel"] + fc["bias"]) > 0).astype(dtype)
+    out_sizes = bucket_sizes(features, fractions)
+    out_select = jnp.searchsorted(jnp.asarray(out_sizes, jnp.float32),
+                                  jnp.max(jnp.sum(mask, -1)), side="left")
+
+    def out_indices(k):
+      idx = active_indices(mask, k)
+      return idx, jnp.take_along_axis(mask, idx, axis=-1)[:, None, None, :]
+
+  in_sizes, in_select, gather_input = _input_options(x, active_in, c_in, fractions)
+  strides = _pair(module.strides)
+  eps = module.bn_epsilon
+
+  def branch(k_in: int, k_out: int):
+    xc, in_idx = gather_input(k_in)
+    out_idx, valid = out_indices(k_out)
+    z = active_conv(xc, weights, in_idx, out_idx, strides, module.padding, alpha)
+    if conv_bias is not None:
+      z = z + _take(conv_bias, out_idx).astype(z.dtype)
+    zn = (z - _take(stats["mean"], out_idx)) * jax.lax.rsqrt(_take(stats["var"], out_idx) + eps)
+    zn = zn.astype(dtype)
+    if policy.method == "fbs":  # winners: g * BN_noaffine(z) + beta
+      y = _take(saliency, out_idx) * zn + _take(params["beta"], out_idx).astype(dtype)
+      if residual is not None:
+        return act(scatter_channels(y, out_idx, features) + residual), y
+      out = act(y)
+      fill = act(jnp.zeros((), dtype))
+      return scatter_channels(out, out_idx, features, fill), out
+    bn = params["bn"]
+    y = zn * _take(bn["scale"], out_idx).astype(dtype) + _take(bn["bias"], out_idx).astype(dtype)
+    if residual is None:
+      return scatter_channels(act(y) * valid, out_idx, features), None
+    if policy.mask_after_residual:
+      out = act(y + gather_channels(residual, out_idx)) * valid
+      return scatter_channels(out, out_idx, features), None
+    return act(scatter_channels(y * valid, out_idx, features) + residual), None
+
+  combos = [(i, o) for i in in_sizes for o in out_sizes]
+  if len(combos) == 1:
+    dense, compact = branch(*combos[0])
+  else:
+    select = in_select * len(out_sizes) + out_select
+    dense, compact = jax.lax.switch(select, [functools.partial(branch, i, o) for i, o in combos])
+
+  if residual is None or (policy.method == "ftwt" and policy.mask_after_residual):
+    if policy.method == "fbs":
+      with jax.ensure_compile_time_eval():
+        zero_fill = float(act(jnp.zeros((), jnp.float32))) == 0.0
+      if zero_fill:  # losers are exact zeros: the next layer may skip them
+        idx, _ = out_indices(out_sizes[0])
+        tracker.add(dense, ActiveSet(idx=idx, compact=compact))
+    else:
+      tracker.add(dense, ActiveSet(mask=mask))
+  return dense
+
+
+def _intercept(tracker: _Tracker, fractions, next_fun, args, kwargs, context):
+  module = context.module
+  if not isinstance(module, DynamicConv) or context.method_name != "__call__":
+    return next_fun(*args, **kwargs)
+  bound = dict(zip(("x", "train", "residual"), args))
+  bound.update(kwargs)
+  policy = Policy.create(module.policy)
+  if bound.get("train", False) or not policy.gated or module.feature_group_count != 1:
+    return next_fun(*args, **kwargs)
+  return sparse_dynamic_conv(module, bound["x"], bound.get("residual"), tracker, fractions)
+
+
+def sparse_apply(model: nn.Module, variables, x: jax.Array, *,
+                 bucket_fractions: Sequence[float] = DEFAULT_BUCKETS, **apply_kwargs):
+  """Eval-mode `model.apply(variables, x, train=False)`, active channels only.
+
+  Args:
+    model: a dynjax model (any Flax module built from `DynamicConv`).
+    variables: its `{"params", "batch_stats"}`.
+    x: input `[N, H, W, C]`.
+    bucket_fractions: FTWT active-count buckets, as fractions of each
+      layer's width (C is always a bucket). Fewer buckets, fewer compiled
+      branches; finer buckets, less padding work.
+    **apply_kwargs: passed to `model.apply`.
+
+  Returns:
+    The model output, equal to the masked-dense eval forward within float
+    tolerance. Traceable: wrap in `jax.jit` (or use `SparseExecutor`).
+  """
+  tracker = _Tracker()
+  with nn.intercept_methods(functools.partial(_intercept, tracker, tuple(bucket_fractions))):
+    return model.apply(variables, x, train=False, **apply_kwargs)
+
+
+class SparseExecutor:
+  """A jitted `sparse_apply` for one model.
+
+  Example:
+    executor = SparseExecutor(model)
+    logits = executor(variables, images)   # [N, num_classes]
+  """
+
+  def __init__(self, model: nn.Module, bucket_fractions: Sequence[float] = DEFAULT_BUCKETS):
+    bucket_sizes(1, bucket_fractions)  # validate early
+    self.model = model
+    self.bucket_fractions = tuple(bucket_fractions)
+    self._fn = jax.jit(functools.partial(sparse_apply, model,
+                                         bucket_fractions=self.bucket_fractions))
+
+  def __call__(self, variables, x: jax.Array) -> jax.Array:
+    return self._fn(variables, x)
