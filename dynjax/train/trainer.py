@@ -1,0 +1,199 @@
+"""`train_and_evaluate(config, workdir)`: the whole run, resumable.
+
+Loop: global batches (data position a pure function of the step) -> jitted
+train step -> every `log_every_steps` metrics (one host round-trip) ->
+evaluation every `eval_every_epochs` -> checkpoint every
+`checkpoint_every_steps`, on preemption and at the end. A non-finite loss
+stops the run before anything non-finite is saved.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from dynjax.data import InputPipeline, create_source
+from dynjax.train import checkpoints as ckpt_lib
+from dynjax.train import metrics as metrics_lib
+from dynjax.train import optim
+from dynjax.train import sharding as sharding_lib
+from dynjax.train.config_check import ConfigError, validate
+from dynjax.train.state import TrainState, create_train_state
+from dynjax.train.steps import compile_steps
+
+TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar")
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or Inf; the message names the steps."""
+
+
+def build_model(config: Any):
+  """`dynjax.models.create` from the config's model fields."""
+  from dynjax import models  # pylint: disable=g-import-not-at-top
+  kwargs = dict(config.model_kwargs.to_dict() if hasattr(config.model_kwargs, "to_dict")
+                else config.model_kwargs)
+  if config.dtype == "bfloat16":
+    kwargs["dtype"] = jnp.bfloat16
+  try:
+    return models.create(config.model, num_classes=config.num_classes,
+                         dynamic=config.dynamic.to_dict(), **kwargs)
+  except TypeError as e:
+    raise ConfigError(f"model_kwargs: {str(e).splitlines()[0]}") from None
+
+
+def _initialise_from(state: TrainState, path: str, mesh) -> TrainState:
+  """Loads params / batch stats from another run or torchvision weights."""
+  host = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
+  if path.endswith(TORCH_SUFFIXES):
+    from dynjax.models.torch_convert import convert_torchvision_resnet  # pylint: disable=g-import-not-at-top
+    loaded = convert_torchvision_resnet(path, host)
+    new = {"params": loaded["params"], "batch_stats": loaded.get("batch_stats", host["batch_stats"])}
+    logging.info("Initialised from torchvision weights %s", path)
+  else:
+    source = ckpt_lib.load_checkpoint_variables(path)
+    new = {}
+    for name in ("params", "batch_stats"):
+      new[name], loaded, total = ckpt_lib.merge_matching(host[name], source[name])
+      logging.info("init_from %s: %d of %d %s leaves loaded", path, loaded, total, name)
+  new = sharding_lib.replicate(new, mesh)
+  opt_state = jax.jit(state.tx.init, out_shardings=sharding_lib.replicated(mesh))(new["params"])
+  return state.replace(params=new["params"], batch_stats=new["batch_stats"], opt_state=opt_state)
+
+
+def _evaluate(state, pipeline, eval_step, accumulate, mesh) -> dict[str, float]:
+  sums = None
+  for local in pipeline.eval_batches():
+    out = eval_step(state, sharding_lib.global_batch(local, mesh))
+    sums = out if sums is None else accumulate(sums, out)
+  return metrics_lib.summarize_eval(sums)
+
+
+def _mean_metrics(acc: dict[str, jax.Array], n: int) -> dict[str, float]:
+  host = jax.device_get(acc)
+  return {k: float(v) / n for k, v in host.items() if k != "nonfinite"}
+
+
+def train_and_evaluate(config: Any, workdir: str,
+                       devices: Sequence[jax.Device] | None = None) -> dict[str, float]:
+  """Trains and evaluates one experiment, resuming from `workdir` if possible.
+
+  Args:
+    config: an experiment ConfigDict (see configs/default.py).
+    workdir: checkpoints, `metrics.jsonl` and TensorBoard files go here.
+    devices: devices of the data-parallel mesh (default: all).
+
+  Returns:
+    The final evaluation metrics (`top1`, `top5`, `loss`, `active_fraction`,
+    per-layer `active/<layer>`, FTWT `ftwt_mask_accuracy`, and with
+    `count_flops` the MAC summary `dense_macs`, `dynamic_macs`,
+    `mac_reduction`), plus `step`.
+  """
+  jax.config.update("jax_threefry_partitionable", True)
+  mesh = sharding_lib.create_mesh(devices)
+  validate(config, device_count=mesh.devices.size, process_count=jax.process_count())
+  source = create_source(config.dataset, jax.process_index(), jax.process_count())
+  pipeline = InputPipeline(source, config.dataset, config.batch_size, config.eval_batch_size,
+                           config.seed, jax.process_count())
+  steps_per_epoch = pipeline.steps_per_epoch
+  total_steps = steps_per_epoch * config.num_epochs
+  if config.max_train_steps:
+    total_steps = min(total_steps, config.max_train_steps)
+
+  model = build_model(config)
+  tx = optim.create_optimizer(config, steps_per_epoch)
+  state = create_train_state(model, tx, jax.random.PRNGKey(config.seed), source.image_shape, mesh)
+  checkpointer = ckpt_lib.Checkpointer(workdir, config.checkpoint_every_steps,
+                                       config.keep_checkpoints,
+                                       ckpt_lib.experiment_identity(config))
+  restored = checkpointer.restore(state.arrays())
+  if restored is not None:
+    arrays, meta = restored
+    if meta.get("steps_per_epoch") != steps_per_epoch:
+      raise ConfigError(f"workdir {workdir!r} was trained with {meta.get('steps_per_epoch')} "
+                        f"steps per epoch, this config gives {steps_per_epoch}; use a fresh --workdir")
+    state = state.with_arrays(arrays)
+    logging.info("Resumed from step %d (epoch %d, step %d in epoch)", int(state.step),
+                 meta["epoch"], meta["step_in_epoch"])
+  elif config.init_from:
+    state = _initialise_from(state, config.init_from, mesh)
+
+  writer = metrics_lib.MetricWriter(workdir)
+  train_step, eval_step, accumulate = compile_steps(config, steps_per_epoch, mesh)
+  schedules = optim.learning_rates(config, steps_per_epoch)
+  step = int(state.step)
+  progress = metrics_lib.Progress(total_steps, step)
+  checkpointer.watch_sigterm()
+  acc, acc_steps, checked_step = None, 0, step
+  eval_metrics: dict[str, float] = {}
+  evaluated_at = None
+  logging.info("Training %s (%s) for %d steps, %d per epoch, on %d device(s)", config.model,
+               config.dynamic.method, total_steps, steps_per_epoch, mesh.devices.size)
+
+  def data_position(s):
+    return {"epoch": s // steps_per_epoch, "step_in_epoch": s % steps_per_epoch,
+            "steps_per_epoch": steps_per_epoch, "seed": config.seed}
+
+  def check_finite():
+    nonlocal checked_step
+    if acc is not None and float(jax.device_get(acc["nonfinite"])) > 0:
+      checkpointer.close()
+      writer.close()
+      raise NonFiniteLossError(
+          f"non-finite training loss between steps {checked_step + 1} and {step}; run stopped. "
+          f"The last good checkpoint (step {checkpointer.latest_step()}) is kept in "
+          f"{checkpointer.directory}; lower optimizer.learning_rate or set optimizer.clip_norm")
+    checked_step = step
+
+  preempted = False
+  while step < total_steps and not preempted:
+    epoch, start = divmod(step, steps_per_epoch)
+    for local in pipeline.train_batches(epoch, start):
+      state, step_metrics = train_step(state, sharding_lib.global_batch(local, mesh))
+      acc = step_metrics if acc is None else accumulate(acc, step_metrics)
+      acc_steps += 1
+      step += 1
+      preempted = checkpointer.reached_preemption(step)
+      save_now = step % config.checkpoint_every_steps == 0 or preempted or step == total_steps
+      if step % config.log_every_steps == 0 or step == total_steps or save_now:
+        check_finite()
+      if step % config.log_every_steps == 0 or step == total_steps:
+        scalars = _mean_metrics(acc, acc_steps)
+        scalars.update(progress.report(step))
+        scalars.update({k: float(f(step - 1)) for k, f in schedules.items()})
+        writer.write_scalars(step, {f"train_{k}" if not k.endswith(("_sec", "_seconds")) else k: v
+                                    for k, v in scalars.items()})
+        logging.info("step %d/%d: loss %.4f, %.2f steps/s, ETA %s", step, total_steps,
+                     scalars["loss"], scalars["steps_per_sec"],
+                     metrics_lib.format_eta(scalars["eta_seconds"]))
+        acc, acc_steps = None, 0
+      epoch_done = step % steps_per_epoch == 0
+      if (epoch_done and (step // steps_per_epoch) % config.eval_every_epochs == 0) or \
+          step == total_steps:
+        eval_metrics = _evaluate(state, pipeline, eval_step, accumulate, mesh)
+        evaluated_at = step
+        writer.write_scalars(step, {f"eval_{k}": v for k, v in eval_metrics.items()})
+        logging.info("step %d: eval top-1 %.4f", step, eval_metrics["top1"])
+      if save_now:
+        checkpointer.save(step, state.arrays(), data_position(step), force=True)
+      if preempted or step >= total_steps:
+        break
+
+  if preempted:
+    logging.warning("Preemption notice at step %d: checkpoint saved, stopping", step)
+  elif evaluated_at != step:
+    eval_metrics = _evaluate(state, pipeline, eval_step, accumulate, mesh)
+  if config.count_flops and not preempted:
+    sample = next(iter(pipeline.eval_batches()))["image"]
+    macs = metrics_lib.mac_summary(model, jax.device_get(state.variables()), sample)
+    if macs is not None:
+      eval_metrics.update(macs)
+      writer.write_scalars(step, {f"eval_{k}": v for k, v in macs.items()})
+  checkpointer.close()
+  writer.close()
+  return dict(eval_metrics, step=step)
