@@ -1,0 +1,125 @@
+"""Recount a finished job's MACs in its paper's convention (`macs.json`).
+
+The trainer records MACs in dynjax's exact convention on one evaluation
+batch. The papers use their own accounting (fbs_condconv.md §2.2 for the
+seed's Table 1, ftwt.md §5 for FTWT), so the collector recounts with
+`dynjax.flops` under `fbs_condconv_paper` (M-CifarNet rows, at the job's
+density) or `ftwt_code` (FTWT rows, on the trained weights and the whole test
+split) and caches the result in `workdir/macs.json`.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import os
+from typing import Any, Sequence
+
+from experiments import results as results_lib
+from experiments import sweeps
+
+
+def load_config(config_path: str, arg: str, overrides: Sequence[tuple[str, str]] = ()):
+  """`get_config(arg)` of a config file with `--config.key=value` overrides applied.
+
+  Values are parsed like the command line: with the type of the current field
+  (tuples and None fields via `ast.literal_eval`, strings kept as text).
+  """
+  spec = importlib.util.spec_from_file_location("experiment_config", config_path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(arg)
+  for key, text in overrides:
+    *parents, leaf = key.split(".")
+    node = config
+    for name in parents:
+      node = node[name]
+    node[leaf] = _parse_value(text, node[leaf] if leaf in node else None)
+  return config
+
+
+def _parse_value(text: str, current: Any) -> Any:
+  if isinstance(current, bool):
+    return text.lower() in ("true", "1")
+  if isinstance(current, (int, float)) and not isinstance(current, bool):
+    return type(current)(ast.literal_eval(text))
+  if isinstance(current, str):
+    return text
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def convention_for(config) -> tuple[str, dict]:
+  """The published convention of a job and its parameters."""
+  if config.dynamic.method == "ftwt" or config.model != "mcifarnet":
+    return "ftwt_code", {}
+  density = config.dynamic.density if config.dynamic.method != "dense" else 1.0
+  return "fbs_condconv_paper", {"density": float(density)}
+
+
+def recount(config, workdir: str, max_examples: int = 10000) -> dict:
+  """Counts the job's MACs per example in its paper's convention.
+
+  Dense, static and FBS layers cost the same for every input, so one batch of
+  the fresh (or trained) model suffices; FTWT is counted on the trained
+  weights over up to `max_examples` test examples.
+
+  Returns:
+    `{"convention", "params", "macs", "dense_macs", "examples"}` (MACs per
+    example).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from dynjax import flops  # pylint: disable=g-import-not-at-top
+  from dynjax.data import InputPipeline, create_source  # pylint: disable=g-import-not-at-top
+  from dynjax.train import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
+  from dynjax.train.trainer import build_model  # pylint: disable=g-import-not-at-top
+
+  convention, params = convention_for(config)
+  model = build_model(config)
+  source = create_source(config.dataset)
+  pipeline = InputPipeline(source, config.dataset, config.batch_size, config.eval_batch_size,
+                           config.seed, 1)
+  variables = ckpt_lib.load_checkpoint_variables(workdir) if config.dynamic.method == "ftwt" \
+      else None
+  fn = None
+  total, dense, seen = 0.0, 0.0, 0
+  for batch in pipeline.eval_batches():
+    images = np.asarray(batch["image"])
+    if "mask" in batch:  # padded final batch
+      images = images[np.asarray(batch["mask"]).astype(bool)]
+    if variables is None:
+      variables = model.init(jax.random.PRNGKey(0), images[:1], train=False)
+    if fn is None:
+      def fn(x):
+        return model.apply(variables, x, train=False, mutable=["dynamic"])[0]
+    report = flops.count(fn, images).under(convention, **params)
+    total += float(np.sum(report.macs_per_example))
+    dense = report.dense_macs
+    seen += images.shape[0]
+    if config.dynamic.method != "ftwt" or seen >= max_examples:
+      break
+  return {"convention": convention, "params": params, "macs": total / max(seen, 1),
+          "dense_macs": dense, "examples": seen}
+
+
+def recount_job(job: sweeps.Job, workdir_root: str, data: str | None = None,
+                force: bool = False) -> dict | None:
+  """Recounts one finished job into `workdir/macs.json` (cached)."""
+  from experiments import run as run_lib  # pylint: disable=g-import-not-at-top
+  workdir = os.path.join(workdir_root, job.name)
+  path = os.path.join(workdir, results_lib.MACS_FILE)
+  if os.path.exists(path) and not force:
+    with open(path, encoding="utf-8") as f:
+      return json.load(f)
+  if results_lib.read_job(workdir).status != "done":
+    return None
+  overrides = run_lib.job_overrides(job, workdir_root, data)
+  config = load_config(job.config, job.arg, overrides)
+  counted = recount(config, workdir)
+  with open(path, "w", encoding="utf-8") as f:
+    json.dump(counted, f, indent=1)
+  return counted
