@@ -75,6 +75,11 @@ class Report:
     return float(np.mean(self.macs_per_example))
 
   @property
+  def dynamic_macs(self) -> float:
+    """Mean counted MACs per example (alias of `macs_mean`)."""
+    return self.macs_mean
+
+  @property
   def macs_min(self) -> float:
     return float(np.min(self.macs_per_example))
 
