@@ -179,10 +179,16 @@ def tfds_source(name: str, data_dir: str | None = None, manual_dir: str | None =
     return ds.map(lambda e: {"image": e["image"], "label": e["label"]})
 
   def count(split):
-    return builder.info.splits[splits[split]].num_examples
+    try:
+      return builder.info.splits[split].num_examples
+    except KeyError:
+      if not _is_mocked(tfds):
+        raise
+      # tfds.testing.mock_data without metadata: count the generated examples.
+      return int(builder.as_dataset(split=split).reduce(0, lambda n, _: n + 1))
 
-  return Source(name, count("train"), count("test"), shape, kind, load, mean, std,
-                eval_total=builder.info.splits[eval_split].num_examples)
+  return Source(name, count(splits["train"]), count(splits["test"]), shape, kind, load,
+                mean, std, eval_total=count(eval_split))
 
 
 def _is_mocked(tfds) -> bool:

@@ -1,0 +1,152 @@
+"""Data sources and pipelines: splits, determinism, resume position, augmentation, tfds."""
+
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import default
+from dynjax.data import (DatasetNotPreparedError, InputPipeline, array_source, augment,
+                         create_source, digits_arrays, epoch_seed, npz_arrays, pad_batch,
+                         tfds_source)
+from dynjax.data.tf_setup import tensorflow
+
+
+@pytest.fixture(scope="module")
+def digits():
+  config = default.get_config()
+  source = create_source(config.dataset)
+  return source, InputPipeline(source, config.dataset, 64, 128, seed=3)
+
+
+def test_digits_source_split_and_standardisation(digits):
+  source, pipeline = digits
+  assert (source.num_train, source.num_eval, source.eval_total) == (1500, 297, 297)
+  assert source.image_shape == (8, 8, 1)
+  assert pipeline.steps_per_epoch == 1500 // 64 and pipeline.eval_steps == 3
+  (x_train, _), (x_test, _) = digits_arrays()
+  assert x_train.shape == (1500, 8, 8, 1) and x_test.shape == (297, 8, 8, 1)
+  images = np.concatenate([b["image"] for b in pipeline.train_batches(0)])
+  assert abs(images.mean()) < 0.05 and abs(images.std() - 1.0) < 0.05
+
+
+def test_epoch_order_is_a_pure_function_of_seed_and_epoch(digits):
+  source, pipeline = digits
+  first = list(pipeline.train_batches(0))
+  again = list(pipeline.train_batches(0))
+  resumed = list(pipeline.train_batches(0, start_step=7))
+  assert len(first) == pipeline.steps_per_epoch and len(resumed) == len(first) - 7
+  for a, b in zip(first, again):
+    np.testing.assert_array_equal(a["image"], b["image"])
+  for a, b in zip(first[7:], resumed):
+    np.testing.assert_array_equal(a["image"], b["image"])
+    np.testing.assert_array_equal(a["label"], b["label"])
+  other_epoch = next(iter(pipeline.train_batches(1)))
+  assert not np.array_equal(first[0]["label"], other_epoch["label"])
+  assert epoch_seed(3, 1) == epoch_seed(3, 1) != epoch_seed(3, 2)
+  # One epoch visits every example at most once.
+  labels = np.concatenate([b["label"] for b in first])
+  assert len(labels) == 23 * 64
+
+
+def test_eval_batches_are_padded_and_cover_every_example(digits):
+  _, pipeline = digits
+  batches = list(pipeline.eval_batches())
+  assert len(batches) == 3 and all(b["image"].shape == (128, 8, 8, 1) for b in batches)
+  assert sum(b["mask"].sum() for b in batches) == 297
+  assert batches[-1]["mask"][:41].all() and not batches[-1]["mask"][41:].any()
+
+
+def test_process_shares():
+  rng = np.random.default_rng(0)
+  train = (rng.integers(0, 255, (10, 4, 4, 3), dtype=np.uint8), np.arange(10))
+  test = (rng.integers(0, 255, (5, 4, 4, 3), dtype=np.uint8), np.arange(5))
+  shares = [array_source("npz", train, test, i, 2) for i in range(2)]
+  assert [s.num_train for s in shares] == [5, 5]
+  assert sum(s.num_eval for s in shares) == 5 and shares[0].eval_total == 5
+  labels = [np.array([e["label"] for e in s.load("test").as_numpy_iterator()])
+            for s in shares]
+  np.testing.assert_array_equal(np.concatenate(labels), np.arange(5))
+  config = default.get_config()
+  pipelines = [InputPipeline(s, config.dataset, 4, 4, 0, process_count=2) for s in shares]
+  # Per-process batch 2; every process yields the same number of eval batches.
+  assert [p.local_batch for p in pipelines] == [2, 2]
+  assert [len(list(p.eval_batches())) for p in pipelines] == [2, 2]
+
+
+def test_npz_source(tmp_path):
+  rng = np.random.default_rng(1)
+  path = tmp_path / "mine.npz"
+  np.savez(path, x_train=rng.integers(0, 255, (20, 6, 6, 3), dtype=np.uint8),
+           y_train=rng.integers(0, 4, 20), x_test=rng.integers(0, 255, (6, 6, 6, 3), dtype=np.uint8),
+           y_test=rng.integers(0, 4, 6))
+  config = default.get_config()
+  config.dataset.name = "npz"
+  config.dataset.path = str(path)
+  source = create_source(config.dataset)
+  assert (source.num_train, source.num_eval, source.image_shape) == (20, 6, (6, 6, 3))
+  batch = next(iter(InputPipeline(source, config.dataset, 10, 6, 0).train_batches(0)))
+  assert batch["image"].dtype == np.float32 and batch["label"].dtype == np.int32
+  bad = tmp_path / "bad.npz"
+  np.savez(bad, x_train=np.zeros((2, 2, 2)))
+  with pytest.raises(ValueError, match="lacks array"):
+    npz_arrays(str(bad))
+  with pytest.raises(FileNotFoundError, match="does not exist"):
+    npz_arrays(str(tmp_path / "missing.npz"))
+
+
+def test_cutout_zeroes_one_clipped_square():
+  tf = tensorflow()
+  image = tf.ones([10, 10, 2])
+  for s in range(5):
+    out = augment.cutout(image, tf.constant([s, 7], tf.int64), 4).numpy()
+    zeros = out[..., 0] == 0
+    rows, cols = np.where(zeros)
+    assert 0 < zeros.sum() <= 16 and (out[..., 1] == 0).sum() == zeros.sum()
+    # A (clipped) rectangle: its area equals the bounding box's.
+    assert zeros.sum() == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)
+
+
+def test_pad_crop_flip_is_a_shifted_window_and_reproducible():
+  tf = tensorflow()
+  image = tf.reshape(tf.range(36, dtype=tf.float32), [6, 6, 1])
+  seed = tf.constant([4, 2], tf.int64)
+  out = augment.pad_crop_flip(image, seed, padding=2, flip=False).numpy()[..., 0]
+  again = augment.pad_crop_flip(image, seed, padding=2, flip=False).numpy()[..., 0]
+  np.testing.assert_array_equal(out, again)
+  padded = np.pad(np.arange(36, dtype=np.float32).reshape(6, 6), 2)
+  windows = [padded[i:i + 6, j:j + 6] for i in range(5) for j in range(5)]
+  assert any(np.array_equal(out, w) for w in windows)
+  flips = {augment.pad_crop_flip(image, tf.constant([s, 0], tf.int64), 0, True).numpy()[0, 0, 0]
+           for s in range(8)}
+  assert flips == {0.0, 5.0}  # identity or mirrored
+
+
+def test_pad_batch():
+  batch = pad_batch({"image": np.ones((3, 2)), "label": np.arange(3)}, 5)
+  np.testing.assert_array_equal(batch["mask"], [1, 1, 1, 0, 0])
+  np.testing.assert_array_equal(batch["label"], [0, 1, 2, 0, 0])
+
+
+def test_cifar10_pipeline_on_mock_data():
+  import tensorflow_datasets as tfds
+  config = default.get_config()
+  config.dataset.name = "cifar10"
+  config.dataset.cutout = 8
+  with tfds.testing.mock_data(num_examples=24):
+    source = create_source(config.dataset)
+    pipeline = InputPipeline(source, config.dataset, 8, 8, seed=0)
+    assert source.image_shape == (32, 32, 3) and pipeline.crop_padding == 4 and pipeline.flip
+    train = next(iter(pipeline.train_batches(0)))
+    again = next(iter(pipeline.train_batches(0)))
+    evals = next(iter(pipeline.eval_batches()))
+  assert train["image"].shape == (8, 32, 32, 3) and train["image"].dtype == np.float32
+  assert train["label"].shape == (8,) and train["label"].dtype == np.int32
+  np.testing.assert_array_equal(train["image"], again["image"])
+  # Normalised with the CIFAR mean / std: far from the 0..255 range.
+  assert -3.0 < train["image"].min() and train["image"].max() < 3.0
+  assert evals["image"].shape == (8, 32, 32, 3) and evals["mask"].sum() == 8
+
+
+def test_missing_tfds_dataset_says_how_to_prepare_it(tmp_path):
+  with pytest.raises(DatasetNotPreparedError, match="download_and_prepare"):
+    tfds_source("cifar10", data_dir=str(tmp_path))
