@@ -57,6 +57,7 @@ class Report:
     unknown_primitives: primitives without a rule (name -> occurrences);
       they were evaluated but may hide MACs.
     notes: caveats (while loops, ...).
+    layer_macs: `[len(rows), N]` counted MACs of every op and example.
   """
   convention: str
   batch_size: int
@@ -66,6 +67,7 @@ class Report:
   macs_per_example: np.ndarray
   unknown_primitives: dict
   notes: list
+  layer_macs: np.ndarray = dataclasses.field(default=None, repr=False)
   analysis: object = dataclasses.field(default=None, repr=False)
   counts: object = dataclasses.field(default=None, repr=False)
   params: dict = dataclasses.field(default_factory=dict)
@@ -156,9 +158,10 @@ def _assemble(analysis, counts, convention, params) -> Report:
   total = np.zeros((n,))
   for c in costs:
     total = total + c.macs
+  layer_macs = np.stack([c.macs for c in costs]) if costs else np.zeros((0, n))
   return Report(convention, n, counts is not None, rows, float(sum(c.dense for c in costs)),
-                total, dict(analysis.unknown), list(analysis.notes), analysis, counts,
-                dict(params))
+                total, dict(analysis.unknown), list(analysis.notes), layer_macs, analysis,
+                counts, dict(params))
 
 
 def build_report(analysis, counts) -> Report:
