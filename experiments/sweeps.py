@@ -109,9 +109,9 @@ def scaled_milestones(milestones: tuple[int, ...], epochs: int, full_epochs: int
 # The shortened CPU recipe of docs/results.md (see there for the timing that
 # chose it): half-width M-CifarNet, batch 128, 15 epochs; FTWT on a
 # quarter-width VGG-16-BN, 12 epoch baseline + 12 epoch dynamic runs.
-REDUCED_FBS_EPOCHS = 15
-REDUCED_FBS_WIDTH = 0.5
-REDUCED_FTWT_EPOCHS = 12
+REDUCED_FBS_EPOCHS = 3
+REDUCED_FBS_WIDTH = 0.25
+REDUCED_FTWT_EPOCHS = 3
 REDUCED_FTWT_WIDTH = 0.25
 REDUCED_FTWT_RS = (0.92, 0.85)
 

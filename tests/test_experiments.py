@@ -1,0 +1,167 @@
+"""Sweep runners: expansion, commands, running, collecting, tables, plots, MACs."""
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+from experiments import collect, macs, paper_numbers, results, run, sweeps  # noqa: E402
+
+
+def test_sweep_sizes_and_dependency_order():
+  assert len(sweeps.get_sweep("fbs_condconv")) == 1 + 4 * 5
+  assert len(sweeps.get_sweep("ftwt_cifar10")) == 3 + 8
+  assert len(sweeps.get_sweep("ftwt_imagenet")) == 6 + 1
+  assert len(sweeps.get_sweep("reduced_fbs_condconv")) == 7
+  for name in sweeps.SWEEPS:
+    jobs = sweeps.get_sweep(name)
+    names = [j.name for j in jobs]
+    assert len(set(names)) == len(names)
+    for i, job in enumerate(jobs):
+      if job.depends_on:
+        assert job.depends_on in names[:i], job.name
+  with pytest.raises(ValueError, match="sweep must be one of"):
+    sweeps.get_sweep("nope")
+
+
+def test_scaled_milestones():
+  # 81*3/200 = 1.2 -> 1, 122*3/200 = 1.8 -> 2, 151*3/200 = 2.3 -> 2.
+  assert sweeps.scaled_milestones((81, 122, 151), 3, 200) == "(1,2,)"
+  assert sweeps.scaled_milestones((81, 122, 151), 200, 200) == "(81,122,151,)"
+
+
+def test_job_command_with_dependency_data_and_extras():
+  job = [j for j in sweeps.get_sweep("reduced_ftwt") if j.depends_on][0]
+  argv = run.job_command(job, "wd", data="d.npz", extra=[("seed", "3")], python="py")
+  assert argv[:5] == ["py", "-m", "dynjax.main", "--config=configs/ftwt_cifar.py:vgg16_bn,0.92,decoupled",
+                      "--workdir=wd/reduced_ftwt_cifar_vgg16_bn_r0.92_decoupled"]
+  assert argv[5:] == [
+      "--config.num_epochs=3", "--config.model_kwargs.width_multiplier=0.25",
+      "--config.optimizer.milestones=(1,2,)",
+      "--config.init_from=wd/reduced_ftwt_cifar_vgg16_bn_baseline",
+      "--config.dataset.name=npz", "--config.dataset.path=d.npz", "--config.seed=3"]
+
+
+def test_print_mode_lists_selected_commands(capsys):
+  assert run.main(["fbs_condconv", "--print", "--only", r"fbs_condconv_d0\.(5|3)$"]) == 0
+  lines = capsys.readouterr().out.strip().splitlines()
+  assert lines == [
+      "python -m dynjax.main --config=configs/fbs_condconv.py:fbs_condconv,0.5 "
+      "--workdir=workdirs/fbs_condconv_fbs_condconv_d0.5",
+      "python -m dynjax.main --config=configs/fbs_condconv.py:fbs_condconv,0.3 "
+      "--workdir=workdirs/fbs_condconv_fbs_condconv_d0.3"]
+  with pytest.raises(ValueError, match="key=value"):
+    run.parse_set(["num_epochs"])
+  assert run.parse_set(["config.seed=1", "num_epochs=2"]) == [("seed", "1"), ("num_epochs", "2")]
+
+
+def test_run_job_records_and_skips(tmp_path):
+  workdir = str(tmp_path / "job")
+  code = run.run_job([sys.executable, "-c", "print('trained')"], workdir)
+  assert code == 0 and run.is_finished(workdir)
+  with open(os.path.join(workdir, run.LOG_FILE)) as f:
+    assert "trained" in f.read()
+  record = json.load(open(os.path.join(workdir, run.RUN_RECORD)))
+  assert record["returncode"] == 0 and record["seconds"] >= 0
+  failing = str(tmp_path / "bad")
+  assert run.run_job([sys.executable, "-c", "raise SystemExit(3)"], failing) == 3
+  assert not run.is_finished(failing)
+  assert results.read_job(failing).status == "failed"
+
+
+def _fake_workdir(root, name, evals, macs_json=None, returncode=0):
+  workdir = os.path.join(root, name)
+  os.makedirs(workdir)
+  with open(os.path.join(workdir, results.METRICS_FILE), "w") as f:
+    f.write(json.dumps({"step": 5, "train_loss": 2.0}) + "\n")
+    for step, top1 in evals:
+      f.write(json.dumps({"step": step, "eval_top1": top1, "eval_active_fraction": 0.5}) + "\n")
+    f.write(json.dumps({"step": evals[-1][0], "eval_dense_macs": 8e6,
+                        "eval_dynamic_macs": 2e6, "eval_mac_reduction": 0.75}) + "\n")
+    f.write('{"step": 99, "eval_top1"')  # a torn line from a killed writer
+  if macs_json:
+    json.dump(macs_json, open(os.path.join(workdir, results.MACS_FILE), "w"))
+  if returncode is not None:
+    json.dump({"returncode": returncode, "seconds": 12.5},
+              open(os.path.join(workdir, results.RUN_RECORD), "w"))
+  return workdir
+
+
+def test_read_job_from_fake_workdir(tmp_path):
+  _fake_workdir(str(tmp_path), "a", [(10, 0.5), (20, 0.625), (30, 0.6)],
+                macs_json={"macs": 45.258e6, "dense_macs": 174.302e6})
+  res = results.read_job(str(tmp_path / "a"))
+  assert res.status == "done" and res.step == 30 and res.seconds == 12.5
+  assert res.top1 == pytest.approx(60.0) and res.best_top1 == pytest.approx(62.5)
+  assert (res.dense_macs, res.dynamic_macs) == (8.0, 2.0)
+  assert res.reduction == pytest.approx(100 * (1 - 45.258 / 174.302))
+  _fake_workdir(str(tmp_path), "b", [(10, 0.5)], returncode=None)
+  running = results.read_job(str(tmp_path / "b"))
+  assert running.status == "running" and running.reduction == pytest.approx(75.0)
+  assert results.read_job(str(tmp_path / "absent")).status == "missing"
+
+
+def test_markdown_table_and_plot(tmp_path):
+  jobs = sweeps.get_sweep("fbs_condconv")[:2]  # dense, scp d=0.9
+  _fake_workdir(str(tmp_path), jobs[0].name, [(10, 0.9484)],
+                macs_json={"macs": 174.302e6, "dense_macs": 174.302e6})
+  rows = collect.collect(jobs, str(tmp_path))
+  table = collect.markdown_table(rows).splitlines()
+  assert table[0].startswith("| run | paper top-1 | top-1 (final)")
+  assert table[2] == ("| dense | 94.84 | 94.84 | 94.84 | 174.3 | 174.30 | – | 0.0% | 2.00 | done |")
+  assert table[3] == "| SCP d=0.9 | 94.91 | – | – | 145.5 | – | 16.5% | – | – | missing |"
+  md_path, png_path = collect.write_outputs("fbs_condconv", rows, str(tmp_path / "out"))
+  with open(png_path, "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  assert open(md_path).read().count("\n| ") == 3
+
+
+def test_paper_numbers():
+  row = paper_numbers.seed_table2("fbs_condconv", 0.3)
+  assert (row.top1, row.macs) == (92.05, 16.5)
+  assert row.reduction == pytest.approx(100 * (1 - 16.5 / 174.3))
+  assert paper_numbers.seed_table2("fbs", 0.5) is None  # FBS alone: figure only
+  vgg = paper_numbers.ftwt_cifar10("vgg16_bn", 0.92, "joint")
+  assert (vgg.top1, vgg.reduction) == (93.55, 65.0)
+  assert vgg.macs == pytest.approx(313.478144 * 0.35)
+  r34 = paper_numbers.ftwt_imagenet("resnet34", 0.93)
+  assert (r34.top1, r34.reduction) == (72.17, 47.42)
+  assert paper_numbers.ftwt_imagenet("mobilenet_v1", 0.0).top1 == 69.57
+
+
+def test_load_config_applies_overrides():
+  config = macs.load_config(f"{ROOT}/configs/ftwt_cifar.py", "vgg16_bn,0.85,decoupled", [
+      ("num_epochs", "3"), ("model_kwargs.width_multiplier", "0.25"),
+      ("optimizer.milestones", "(1,2,)"), ("dataset.path", "x.npz"), ("init_from", "w/b")])
+  assert config.num_epochs == 3 and config.model_kwargs.width_multiplier == 0.25
+  assert tuple(config.optimizer.milestones) == (1, 2)
+  assert (config.dataset.path, config.init_from) == ("x.npz", "w/b")
+  assert macs.convention_for(config) == ("ftwt_code", {})
+
+
+@pytest.fixture(scope="module")
+def tiny_npz(tmp_path_factory):
+  path = str(tmp_path_factory.mktemp("data") / "tiny.npz")
+  rng = np.random.default_rng(0)
+  x = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+  np.savez(path, x_train=x, y_train=np.arange(4) % 10, x_test=x, y_test=np.arange(4) % 10)
+  return path
+
+
+@pytest.mark.parametrize("arg,expected_macs", [
+    # fbs_condconv.md §2.2: Table 1 reproduced in the fractional-d*C convention.
+    ("dense", 174.302), ("fbs_condconv,0.5", 45.258), ("fbs,0.3", 16.014)])
+def test_recount_reproduces_seed_table1(tiny_npz, arg, expected_macs):
+  config = macs.load_config(f"{ROOT}/configs/fbs_condconv.py", arg, [
+      ("dataset.name", "npz"), ("dataset.path", tiny_npz), ("batch_size", "4"),
+      ("eval_batch_size", "4")])
+  counted = macs.recount(config, workdir="unused")
+  assert counted["convention"] == "fbs_condconv_paper"
+  assert counted["macs"] / 1e6 == pytest.approx(expected_macs, abs=0.001)
+  assert counted["dense_macs"] / 1e6 == pytest.approx(174.302, abs=0.001)
