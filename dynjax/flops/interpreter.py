@@ -51,6 +51,7 @@ class MacOp:
     kernel_of: for an op producing a convolution's kernel (CondConv mixing),
       the index of that convolution.
     overhead: lies in a gate / predictor / router module.
+    examples_folded: N for a batch-folded convolution, else 0.
   """
   path: str
   primitive: str
@@ -67,6 +68,7 @@ class MacOp:
   inputs_from: tuple = ()
   kernel_of: int | None = None
   overhead: bool = False
+  examples_folded: int = 0
 
   @property
   def in_channels(self) -> int:
@@ -75,8 +77,6 @@ class MacOp:
     if g is None:
       return self.contract
     return g.cin // (self.examples_folded or 1)
-
-  examples_folded: int = 0
 
 
 @dataclasses.dataclass
@@ -274,7 +274,7 @@ def measure_fn(analysis: Analysis):
       if all(l is False for l in outs):
         continue
       rule = R.RULES.get(node.prim)
-      fn = rule.liveness if rule is not None and rule.liveness else R._conservative
+      fn = rule.liveness if rule is not None and rule.liveness else R.conservative
       ctx = R.LiveCtx(node, [val(r) for r in node.inputs],
                       [graph.shape(r) for r in node.inputs],
                       [graph.shapes[o] for o in node.outputs], outs, activity.get(n))

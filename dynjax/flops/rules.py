@@ -115,7 +115,7 @@ def materialize(live, shape):
   return jnp.broadcast_to(jnp.asarray(live, bool), shape)
 
 
-def _conservative(ctx: LiveCtx) -> list:
+def conservative(ctx: LiveCtx) -> list:
   live = False if all(l is False for l in ctx.out_lives) else True
   return [live] * len(ctx.values)
 
@@ -212,7 +212,7 @@ def _linear_move(ctx: LiveCtx) -> list:
     cots = vjp([materialize(l, s).astype(jnp.float32)
                 for l, s in zip(ctx.out_lives, ctx.out_shapes)])
   except Exception:  # a movement op we cannot transpose: stay conservative
-    return _conservative(ctx)
+    return conservative(ctx)
   lives = [True] * len(ctx.values)
   for i, c in zip(data_args, cots):
     lives[i] = c != 0
@@ -272,7 +272,7 @@ def conv_activity(lhs, params):
 def _conv(ctx: LiveCtx) -> list:
   params = ctx.node.params
   if params.get("batch_group_count", 1) != 1 or ctx.out_lives[0] is False:
-    return _conservative(ctx)
+    return conservative(ctx)
   dn = params["dimension_numbers"]
   groups = params["feature_group_count"]
   out = batch_feature(ctx.out_lives[0], dn.out_spec, ctx.out_shapes[0])  # [B, Cout]
