@@ -75,12 +75,18 @@ class MCifarNet(nn.Module):
   conv_init: str = "lecun"
   dtype: Any = jnp.float32
 
+  def __post_init__(self):
+    common.activation_fn(self.activation)  # validates the name
+    if self.conv_init not in CONV_INITS:
+      raise ValueError(f"conv_init must be one of {sorted(CONV_INITS)}, got {self.conv_init!r}")
+    if not 0.0 <= self.dropout_rate < 1.0:
+      raise ValueError(f"dropout_rate must be in [0, 1), got {self.dropout_rate!r}")
+    super().__post_init__()
+
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     policy = Policy.create(self.dynamic)
     act = common.activation_fn(self.activation)
-    if self.conv_init not in CONV_INITS:
-      raise ValueError(f"conv_init must be one of {sorted(CONV_INITS)}, got {self.conv_init!r}")
     kernel_init = CONV_INITS[self.conv_init]
     for i, (channels, stride, padding) in enumerate(MCIFARNET_LAYERS):
       x = DynamicConv(

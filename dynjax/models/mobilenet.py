@@ -100,10 +100,13 @@ class MobileNetV1(nn.Module):
   width_multiplier: float = 1.0
   dtype: Any = jnp.float32
 
-  @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+  def __post_init__(self):
     if self.variant not in STEM_STRIDES:
       raise ValueError(f"variant must be one of {sorted(STEM_STRIDES)}, got {self.variant!r}")
+    super().__post_init__()
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     policy = Policy.create(self.dynamic)
     width = lambda c: common.scale_channels(c, self.width_multiplier)
     channels = width(STEM_CHANNELS)

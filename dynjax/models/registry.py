@@ -22,7 +22,7 @@ from dynjax.models.mcifarnet import MCifarNet
 from dynjax.models.mobilenet import MobileNetV1
 from dynjax.models.resnet import RESNET_STAGE_SIZES, ResNet
 from dynjax.models.resnet_cifar import CifarResNet
-from dynjax.models.vgg import VGG
+from dynjax.models.vgg import VGG, VGG16_CFG
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,7 +36,7 @@ class ModelSpec:
 
 _MODELS: dict[str, ModelSpec] = {
     "mcifarnet": ModelSpec(MCifarNet, {}, "FBS paper's M-CifarNet (CIFAR, 8 gated convs)"),
-    "vgg16_bn": ModelSpec(VGG, {}, "CIFAR VGG-16 with BN, cfg D (13 gated convs)"),
+    "vgg16_bn": ModelSpec(VGG, {"cfg": VGG16_CFG}, "CIFAR VGG-16 with BN, cfg D (13 gated convs)"),
     "resnet56": ModelSpec(CifarResNet, {"blocks_per_stage": 9},
                           "CIFAR ResNet-56, option-A shortcuts (55 gated convs)"),
     "mobilenet_v1": ModelSpec(MobileNetV1, {"variant": "cifar"},
