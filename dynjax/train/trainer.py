@@ -74,6 +74,16 @@ def _evaluate(state, pipeline, eval_step, accumulate, mesh) -> dict[str, float]:
   return metrics_lib.summarize_eval(sums)
 
 
+def _flop_sample(pipeline: InputPipeline, max_batches: int = 4) -> np.ndarray:
+  """Real (unpadded) evaluation images of this process's first batches."""
+  images = []
+  for i, batch in enumerate(pipeline.eval_batches()):
+    if i == max_batches:
+      break
+    images.append(batch["image"][batch["mask"] > 0])
+  return np.concatenate(images)
+
+
 def _mean_metrics(acc: dict[str, jax.Array], n: int) -> dict[str, float]:
   host = jax.device_get(acc)
   return {k: float(v) / n for k, v in host.items() if k != "nonfinite"}
@@ -105,12 +115,13 @@ def train_and_evaluate(config: Any, workdir: str,
   if config.max_train_steps:
     total_steps = min(total_steps, config.max_train_steps)
 
-  model = build_model(config)
-  tx = optim.create_optimizer(config, steps_per_epoch)
-  state = create_train_state(model, tx, jax.random.PRNGKey(config.seed), source.image_shape, mesh)
   checkpointer = ckpt_lib.Checkpointer(workdir, config.checkpoint_every_steps,
                                        config.keep_checkpoints,
                                        ckpt_lib.experiment_identity(config))
+  checkpointer.check_identity()  # before any compilation
+  model = build_model(config)
+  tx = optim.create_optimizer(config, steps_per_epoch)
+  state = create_train_state(model, tx, jax.random.PRNGKey(config.seed), source.image_shape, mesh)
   restored = checkpointer.restore(state.arrays())
   if restored is not None:
     arrays, meta = restored
@@ -189,8 +200,8 @@ def train_and_evaluate(config: Any, workdir: str,
   elif evaluated_at != step:
     eval_metrics = _evaluate(state, pipeline, eval_step, accumulate, mesh)
   if config.count_flops and not preempted:
-    sample = next(iter(pipeline.eval_batches()))["image"]
-    macs = metrics_lib.mac_summary(model, jax.device_get(state.variables()), sample)
+    macs = metrics_lib.mac_summary(model, jax.device_get(state.variables()),
+                                   _flop_sample(pipeline))
     if macs is not None:
       eval_metrics.update(macs)
       writer.write_scalars(step, {f"eval_{k}": v for k, v in macs.items()})
