@@ -150,3 +150,21 @@ def test_cifar10_pipeline_on_mock_data():
 def test_missing_tfds_dataset_says_how_to_prepare_it(tmp_path):
   with pytest.raises(DatasetNotPreparedError, match="download_and_prepare"):
     tfds_source("cifar10", data_dir=str(tmp_path))
+
+
+def test_imagenet_crops_from_jpeg_bytes():
+  tf = tensorflow()
+  image = tf.cast(tf.random.stateless_uniform([40, 60, 3], [1, 2], 0, 255, tf.int32), tf.uint8)
+  jpeg = tf.io.encode_jpeg(image)
+  train = augment.inception_crop(jpeg, tf.constant([3, 4], tf.int64), 16)
+  again = augment.inception_crop(jpeg, tf.constant([3, 4], tf.int64), 16)
+  assert train.shape == (16, 16, 3)
+  np.testing.assert_array_equal(train.numpy(), again.numpy())
+  evaluated = augment.center_crop(jpeg, 16)
+  assert evaluated.shape == (16, 16, 3)
+  # Centre crop = the central 35x35 (= 40 * 224/256) square, resized. Decoding
+  # only the crop's JPEG blocks differs slightly at chroma-upsampling edges.
+  decoded = tf.io.decode_jpeg(jpeg).numpy()
+  reference = tf.image.resize(decoded[3:38, 13:48], [16, 16]).numpy()
+  difference = np.abs(evaluated.numpy() - reference)
+  assert np.mean(difference) < 1.0 and np.mean(difference < 1e-3) > 0.9

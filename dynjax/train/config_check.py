@@ -12,8 +12,8 @@ import dataclasses
 from typing import Any, Mapping
 
 from dynjax.layers.policy import Policy
+from dynjax.models import list_models
 
-MODELS = ("mcifarnet", "vgg16_bn", "resnet56", "mobilenet_v1", "resnet18", "resnet34")
 DATASETS = ("digits", "cifar10", "imagenet2012", "npz")
 OPTIMIZERS = ("sgd", "rmsprop")
 GATE_OPTIMIZERS = ("same",) + OPTIMIZERS
@@ -113,7 +113,7 @@ def validate(config: Any, device_count: int | None = None,
     process_count: number of JAX processes (batches split over them).
   """
   top = _check_keys("", config, TOP_LEVEL_KEYS)
-  _choice("model", top["model"], MODELS)
+  _choice("model", top["model"], tuple(list_models()))
   if not isinstance(top["model_kwargs"], Mapping) and not hasattr(top["model_kwargs"], "to_dict"):
     raise ConfigError("model_kwargs must be a dict of keyword arguments for "
                       "dynjax.models.create")
