@@ -4,6 +4,7 @@ Override any config field on the command line, e.g. `--config.num_epochs=3`.
 Everything testable lives in `dynjax.train.train_and_evaluate`.
 """
 
+import logging as python_logging
 import sys
 
 from absl import app
@@ -18,6 +19,13 @@ config_flags.DEFINE_config_file("config", None, "Experiment config file (file.py
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietCheckpointLogs(python_logging.Filter):
+  """Drops orbax's per-save INFO lines; its warnings and errors still show."""
+
+  def filter(self, record: python_logging.LogRecord) -> bool:
+    return record.levelno >= python_logging.WARNING or "/orbax/" not in record.pathname
+
+
 def _initialize_distributed() -> None:
   try:
     from dynjax import distributed  # pylint: disable=g-import-not-at-top
@@ -30,6 +38,7 @@ def _initialize_distributed() -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.get_absl_handler().addFilter(_QuietCheckpointLogs())
   _initialize_distributed()
   import jax  # pylint: disable=g-import-not-at-top
   from dynjax.train import ConfigError, NonFiniteLossError, train_and_evaluate  # pylint: disable=g-import-not-at-top

@@ -52,7 +52,10 @@ def _initialise_from(state: TrainState, path: str, mesh) -> TrainState:
   host = jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
   if path.endswith(TORCH_SUFFIXES):
     from dynjax.models.torch_convert import convert_torchvision_resnet  # pylint: disable=g-import-not-at-top
-    loaded = convert_torchvision_resnet(path, host)
+    try:
+      loaded = convert_torchvision_resnet(path, host)
+    except (ValueError, FileNotFoundError) as e:
+      raise ConfigError(f"init_from {path!r}: {str(e).splitlines()[0]}") from None
     new = {"params": loaded["params"], "batch_stats": loaded.get("batch_stats", host["batch_stats"])}
     logging.info("Initialised from torchvision weights %s", path)
   else:
