@@ -21,7 +21,7 @@ from experiments import results as results_lib
 from experiments import sweeps
 
 TABLE_HEADER = ("run", "paper top-1", "top-1 (final)", "top-1 (best)", "paper MACs (M)",
-                "MACs (M)", "paper red.", "red.", "exact MACs (M)", "status")
+                "MACs (M, paper conv.)", "paper red.", "red.", "exact MACs (M)", "status")
 
 
 def _fmt(value, spec: str = ".2f", suffix: str = "") -> str:

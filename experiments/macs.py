@@ -102,7 +102,10 @@ def recount(config, workdir: str, max_examples: int = 512) -> dict:
     seen += images.shape[0]
     if config.dynamic.method != "ftwt" or seen >= max_examples:
       break
-  return {"convention": convention, "params": params, "macs": total / max(seen, 1),
+  macs = total / max(seen, 1)
+  if convention == "ftwt_code" and config.dynamic.method == "dense":
+    macs = dense  # the FTWT code counts gated convs only; its dense model is `args.macs`
+  return {"convention": convention, "params": params, "macs": macs,
           "dense_macs": dense, "examples": seen}
 
 

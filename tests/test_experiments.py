@@ -113,7 +113,7 @@ def test_markdown_table_and_plot(tmp_path):
                 macs_json={"macs": 174.302e6, "dense_macs": 174.302e6})
   rows = collect.collect(jobs, str(tmp_path))
   table = collect.markdown_table(rows).splitlines()
-  assert table[0].startswith("| run | paper top-1 | top-1 (final)")
+  assert table[0].startswith("| run | paper top-1 | top-1 (final) | top-1 (best) | paper MACs")
   assert table[2] == ("| dense | 94.84 | 94.84 | 94.84 | 174.3 | 174.30 | – | 0.0% | 2.00 | done |")
   assert table[3] == "| SCP d=0.9 | 94.91 | – | – | 145.5 | – | 16.5% | – | – | missing |"
   md_path, png_path = collect.write_outputs("fbs_condconv", rows, str(tmp_path / "out"))
