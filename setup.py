@@ -16,6 +16,7 @@ INSTALL_REQUIRES = [
     "numpy",
     "scikit-learn",
     "matplotlib",
+    "tensorboard",
 ]
 
 EXTRAS_REQUIRE = {

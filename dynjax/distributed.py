@@ -25,9 +25,9 @@ ENV_COORDINATOR = "DYNJAX_COORDINATOR_ADDRESS"
 ENV_NUM_PROCESSES = "DYNJAX_NUM_PROCESSES"
 ENV_PROCESS_ID = "DYNJAX_PROCESS_ID"
 
-# Variables whose presence means a cluster JAX can auto-detect.
-_CLUSTER_MARKERS = ("TPU_WORKER_HOSTNAMES", "MEGASCALE_COORDINATOR_ADDRESS",
-                    "SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "JAX_COORDINATOR_ADDRESS")
+# Variables that describe a multi-process launch JAX can auto-detect.
+_COORDINATOR_ENV = ("JAX_COORDINATOR_ADDRESS", "MEGASCALE_COORDINATOR_ADDRESS")
+_WORLD_SIZE_ENV = ("JAX_NUM_PROCESSES", "SLURM_NTASKS", "OMPI_COMM_WORLD_SIZE")
 
 _initialized = False
 
@@ -40,6 +40,15 @@ def _env_int(name: str) -> int | None:
     return int(value)
   except ValueError:
     raise ValueError(f"{name} must be an integer, got {value!r}") from None
+
+
+def cluster_launch() -> bool:
+  """True when the environment describes a multi-process cluster launch."""
+  if any(os.environ.get(k) for k in _COORDINATOR_ENV):
+    return True
+  if any((_env_int(k) or 1) > 1 for k in _WORLD_SIZE_ENV):
+    return True
+  return "," in os.environ.get("TPU_WORKER_HOSTNAMES", "")
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -60,7 +69,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
       raise ValueError(f"process id {process_id} outside [0, {num_processes})")
     if num_processes == 1:
       return False
-  elif not any(m in os.environ for m in _CLUSTER_MARKERS):
+  elif not cluster_launch():
     return False
   if _platform_is_cpu():
     jax.config.update("jax_cpu_collectives_implementation", "gloo")

@@ -12,6 +12,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from dynjax import distributed
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
 config_flags.DEFINE_config_file("config", None, "Experiment config file (file.py[:arg]).",
@@ -26,20 +28,11 @@ class _QuietCheckpointLogs(python_logging.Filter):
     return record.levelno >= python_logging.WARNING or "/orbax/" not in record.pathname
 
 
-def _initialize_distributed() -> None:
-  try:
-    from dynjax import distributed  # pylint: disable=g-import-not-at-top
-    distributed.initialize()
-  except ImportError:
-    from dynjax.train import sharding  # pylint: disable=g-import-not-at-top
-    sharding.initialize_distributed()
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.get_absl_handler().addFilter(_QuietCheckpointLogs())
-  _initialize_distributed()
+  distributed.initialize()  # no-op for a single process
   import jax  # pylint: disable=g-import-not-at-top
   from dynjax.train import ConfigError, NonFiniteLossError, train_and_evaluate  # pylint: disable=g-import-not-at-top
   from dynjax.data import DatasetNotPreparedError  # pylint: disable=g-import-not-at-top
