@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from dynjax import models
-from dynjax.layers import DynamicConv, Policy, is_gate_param
+from dynjax.layers import Policy, is_gate_param
 from dynjax.models import common
 
 TINY = 1 / 16
@@ -39,6 +39,19 @@ POLICIES = {
     "ftwt_condconv": dict(method="ftwt", mass=0.9, experts=2),
 }
 RNGS = {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(1)}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fast_cpu_compiles():
+  """Skip XLA's optimisation passes while this module runs.
+
+  They dominate compile time on CPU (about 3x for these networks) and do not
+  change what is checked; flax's examples/imagenet tests do the same.
+  """
+  previous = getattr(jax.config, "values", {}).get("jax_disable_most_optimizations", False)
+  jax.config.update("jax_disable_most_optimizations", True)
+  yield
+  jax.config.update("jax_disable_most_optimizations", previous)
 
 
 def _abstract_init(model, shape, train=False):
