@@ -74,7 +74,7 @@ def test_active_conv_matches_dense_slice(batch):
 def _model_case(policy, batch=3):
   model = models.create("mcifarnet", dynamic=policy, width_multiplier=0.125)
   x = jax.random.normal(jax.random.PRNGKey(0), (batch, 10, 10, 3))
-  variables = model.init(jax.random.PRNGKey(1), x, train=False)
+  variables = jax.jit(lambda k, x: model.init(k, x, train=False))(jax.random.PRNGKey(1), x)
   return model, _random_stats(variables, jax.random.PRNGKey(2)), x
 
 
@@ -85,11 +85,13 @@ def _model_case(policy, batch=3):
     dict(method="ftwt", mass=0.9),
 ], ids=["fbs0.5", "fbs0.25", "fbs-condconv", "ftwt"])
 def test_mcifarnet_sparse_equals_masked_dense(policy):
-  model, variables, x = _model_case(policy)
-  ref, state = model.apply(variables, x, train=False, mutable=["dynamic"])
+  model, variables, x = _model_case(policy, batch=2 if policy.get("experts") else 3)
+  ref, state = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["dynamic"]))(
+      variables, x)
   executor = SparseExecutor(model, bucket_fractions=(0.5, 1.0))
   np.testing.assert_allclose(executor(variables, x), ref, rtol=1e-4, atol=1e-6)
-  np.testing.assert_allclose(executor(variables, x[:1]), ref[:1], rtol=1e-4, atol=1e-6)
+  if policy == dict(method="fbs", density=0.5):  # batch 1: the single-convolution path
+    np.testing.assert_allclose(executor(variables, x[:1]), ref[:1], rtol=1e-4, atol=1e-6)
   if policy["method"] == "ftwt":  # the gates really produce partial masks
     fractions = [float(m.mean()) for m in jax.tree.leaves(state["dynamic"])
                  if m.ndim == 2 and set(np.unique(m)) <= {0.0, 1.0}]
@@ -130,7 +132,7 @@ class _ResidualNet(nn.Module):
 def test_residual_and_identity_activation(policy):
   model = _ResidualNet(policy)
   x = jax.random.normal(jax.random.PRNGKey(3), (2, 6, 6, 4))
-  variables = _random_stats(model.init(jax.random.PRNGKey(4), x), jax.random.PRNGKey(5))
-  ref = model.apply(variables, x)
+  variables = _random_stats(jax.jit(model.init)(jax.random.PRNGKey(4), x), jax.random.PRNGKey(5))
+  ref = jax.jit(model.apply)(variables, x)
   out = jax.jit(lambda v, x: sparse_apply(model, v, x, bucket_fractions=(0.5,)))(variables, x)
   np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-6)
