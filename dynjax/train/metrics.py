@@ -83,6 +83,7 @@ def summarize_eval(sums: Mapping[str, Any]) -> dict[str, float]:
   sums = {k: float(v) for k, v in jax.device_get(dict(sums)).items()}
   count = max(sums.pop("count"), 1.0)
   out = {k: v / count for k, v in sums.items()}
+  out["eval_examples"] = count  # every example once, over all processes
   active = [v for k, v in out.items() if k.startswith("active/")]
   if active:
     out["active_fraction"] = float(np.mean(active))

@@ -93,7 +93,8 @@ def _mean_metrics(acc: dict[str, jax.Array], n: int) -> dict[str, float]:
 
 
 def train_and_evaluate(config: Any, workdir: str,
-                       devices: Sequence[jax.Device] | None = None) -> dict[str, float]:
+                       devices: Sequence[jax.Device] | None = None, *,
+                       return_state: bool = False):
   """Trains and evaluates one experiment, resuming from `workdir` if possible.
 
   Args:
@@ -105,7 +106,8 @@ def train_and_evaluate(config: Any, workdir: str,
     The final evaluation metrics (`top1`, `top5`, `loss`, `active_fraction`,
     per-layer `active/<layer>`, FTWT `ftwt_mask_accuracy`, and with
     `count_flops` the MAC summary `dense_macs`, `dynamic_macs`,
-    `mac_reduction`), plus `step`.
+    `mac_reduction`), plus `step`. With `return_state=True`, the pair
+    `(metrics, final TrainState)`.
   """
   jax.config.update("jax_threefry_partitionable", True)
   mesh = sharding_lib.create_mesh(devices)
@@ -210,4 +212,5 @@ def train_and_evaluate(config: Any, workdir: str,
       writer.write_scalars(step, {f"eval_{k}": v for k, v in macs.items()})
   checkpointer.close()
   writer.close()
-  return dict(eval_metrics, step=step)
+  result = dict(eval_metrics, step=step)
+  return (result, state) if return_state else result
