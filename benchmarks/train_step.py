@@ -1,0 +1,122 @@
+"""Training step time and images/s: dense vs FBS, FTWT and FBS + CondConv.
+
+Usage:
+  python benchmarks/train_step.py                                # M-CifarNet, ResNet-56, ResNet-18
+  python benchmarks/train_step.py --models mcifarnet --batch 32 --input 32
+  python benchmarks/train_step.py --models resnet18 --input 64 --width 0.5
+
+One jitted step = forward (train mode, mutable batch_stats and dynamic) +
+method loss (FTWT: BCE of the gate logits against the target mask; FBS:
+lasso on the saliency) + backward + optax SGD-momentum update, with the
+state donated. All policies of one model are compiled first and timed in
+interleaved rounds in the same process; each figure is also given as a
+ratio to the dense step. Peak memory is XLA's compiled estimate (arguments
++ outputs + temporaries).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+
+import jax
+import jax.numpy as jnp
+import optax
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from timing import compiled_memory_mib, interleaved_best, table  # noqa: E402
+
+from dynjax import models  # noqa: E402
+
+POLICIES = {
+    "dense": "dense",
+    "fbs": dict(method="fbs", density=0.5),
+    "ftwt": dict(method="ftwt", mass=0.9),
+    "fbs+condconv": dict(method="fbs", density=0.5, experts=4),
+}
+
+
+def method_loss(dynamic) -> jax.Array:
+  """FTWT BCE (sum over channels, mean over batch and layers) + FBS lasso."""
+  terms = []
+  for layer in jax.tree.leaves(dynamic, is_leaf=lambda d: isinstance(d, dict) and "mask" in d):
+    if not isinstance(layer, dict):
+      continue
+    if "gate_logits" in layer:
+      bce = optax.sigmoid_binary_cross_entropy(layer["gate_logits"], layer["target"])
+      terms.append(jnp.mean(jnp.sum(bce, axis=-1)))
+    if "saliency" in layer:
+      terms.append(1e-8 * jnp.mean(jnp.sum(layer["saliency"], axis=-1)))
+  return sum(terms) / max(1, len(terms)) if terms else jnp.zeros(())
+
+
+def make_step(model, tx):
+  def step(state, x, y, key):
+    params, batch_stats, opt_state = state
+
+    def loss_fn(p):
+      logits, new_state = model.apply(
+          {"params": p, "batch_stats": batch_stats}, x, train=True,
+          mutable=["batch_stats", "dynamic"], rngs={"dropout": key})
+      ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+      return ce + method_loss(new_state.get("dynamic", {})), new_state["batch_stats"]
+
+    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return (optax.apply_updates(params, updates), new_stats, opt_state), loss
+
+  return jax.jit(step, donate_argnums=0)
+
+
+def bench_model(name, args):
+  key = jax.random.PRNGKey(0)
+  dtype = jnp.dtype(args.dtype)
+  x = jax.random.normal(key, (args.batch, args.input, args.input, 3), dtype)
+  y = jnp.arange(args.batch) % args.classes
+  tx = optax.sgd(0.01, momentum=0.9)
+  runs, memory = {}, {}
+  for pname in args.policies:
+    model = models.create(name, num_classes=args.classes, dynamic=POLICIES[pname],
+                          width_multiplier=args.width, dtype=dtype)
+    variables = jax.jit(functools.partial(model.init, train=False))(key, x)
+    state = [(variables["params"], variables["batch_stats"], tx.init(variables["params"]))]
+    step = make_step(model, tx)
+    memory[pname] = compiled_memory_mib(step, state[0], x, y, key)
+
+    def call(step=step, state=state):
+      state[0], loss = step(state[0], x, y, key)
+      return loss
+
+    runs[pname] = call
+  times = interleaved_best(runs, repeats=args.repeats, rounds=args.rounds)
+  base = times.get("dense")
+  rows = []
+  for pname, t in times.items():
+    rows.append([pname, t * 1e3, args.batch / t, (t / base) if base else float("nan"),
+                 memory[pname] or float("nan")])
+  print(f"\n{name}: batch {args.batch}, input {args.input}x{args.input}, width x{args.width}, "
+        f"{args.dtype}")
+  print(table(["policy", "step ms", "img/s", "x dense", "peak MiB"], rows), flush=True)
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--models", nargs="+", default=["mcifarnet", "resnet56", "resnet18"])
+  parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES))
+  parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--input", type=int, default=32)
+  parser.add_argument("--width", type=float, default=1.0)
+  parser.add_argument("--classes", type=int, default=10)
+  parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+  parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument("--rounds", type=int, default=3)
+  args = parser.parse_args(argv)
+  print(f"backend={jax.default_backend()} devices={jax.devices()}", flush=True)
+  for name in args.models:
+    bench_model(name, args)
+
+
+if __name__ == "__main__":
+  main()
