@@ -19,6 +19,9 @@ from typing import Any, Sequence
 from experiments import results as results_lib
 from experiments import sweeps
 
+# Examples counted for input-independent policies (dense, static, FBS).
+INPUT_INDEPENDENT_EXAMPLES = 8
+
 
 def load_config(config_path: str, arg: str, overrides: Sequence[tuple[str, str]] = ()):
   """`get_config(arg)` of a config file with `--config.key=value` overrides applied.
@@ -63,9 +66,10 @@ def convention_for(config) -> tuple[str, dict]:
 def recount(config, workdir: str, max_examples: int = 512) -> dict:
   """Counts the job's MACs per example in its paper's convention.
 
-  Dense, static and FBS layers cost the same for every input, so one batch of
-  the fresh (or trained) model suffices; FTWT is counted on the trained
-  weights over up to `max_examples` test examples.
+  Dense, static and FBS layers cost the same for every input, so a few
+  examples through the fresh model suffice; FTWT is counted on the trained
+  weights over up to `max_examples` test examples. A static (SCP) network's
+  baseline is the full-width dense network, not itself.
 
   Returns:
     `{"convention", "params", "macs", "dense_macs", "examples"}` (MACs per
@@ -91,6 +95,8 @@ def recount(config, workdir: str, max_examples: int = 512) -> dict:
     images = np.asarray(batch["image"])
     if "mask" in batch:  # padded final batch
       images = images[np.asarray(batch["mask"]).astype(bool)]
+    if config.dynamic.method != "ftwt":
+      images = images[:INPUT_INDEPENDENT_EXAMPLES]
     if variables is None:
       variables = model.init(jax.random.PRNGKey(0), images[:1], train=False)
     if fn is None:
@@ -105,8 +111,25 @@ def recount(config, workdir: str, max_examples: int = 512) -> dict:
   macs = total / max(seen, 1)
   if convention == "ftwt_code" and config.dynamic.method == "dense":
     macs = dense  # the FTWT code counts gated convs only; its dense model is `args.macs`
+  if config.dynamic.method == "static":
+    dense = _full_width_dense_macs(config, images, convention)
   return {"convention": convention, "params": params, "macs": macs,
           "dense_macs": dense, "examples": seen}
+
+
+def _full_width_dense_macs(config, images, convention: str) -> float:
+  """Dense MACs per example of the config's network without pruning or experts."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from dynjax import flops  # pylint: disable=g-import-not-at-top
+  from dynjax.train.trainer import build_model  # pylint: disable=g-import-not-at-top
+  dense_config = config.copy_and_resolve_references()
+  dense_config.dynamic.method = "dense"
+  dense_config.dynamic.experts = 0
+  model = build_model(dense_config)
+  variables = model.init(jax.random.PRNGKey(0), images[:1], train=False)
+  report = flops.count(lambda x: model.apply(variables, x, train=False), images)
+  params = {"density": 1.0} if convention == "fbs_condconv_paper" else {}
+  return report.under(convention, **params).dense_macs
 
 
 def recount_job(job: sweeps.Job, workdir_root: str, data: str | None = None,
