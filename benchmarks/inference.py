@@ -164,7 +164,15 @@ def main(argv=None):
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--repeats", type=int, default=40)
   parser.add_argument("--rounds", type=int, default=5)
-  run(parser.parse_args(argv))
+  parser.add_argument("--ynn-fusion", default="off", choices=["off", "default"],
+                      help="off: stop XLA CPU from fusing a whole conv stack into one "
+                           "YNNPACK graph, which made the dense baseline up to 2-3x "
+                           "slower at batch 1 (docs/performance.md)")
+  args = parser.parse_args(argv)
+  if args.ynn_fusion == "off":  # read when the backend starts, i.e. on first use
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + " --xla_cpu_experimental_ynn_fusion_type=").strip()
+  run(args)
 
 
 if __name__ == "__main__":

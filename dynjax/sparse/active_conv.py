@@ -88,8 +88,8 @@ def scatter_channels(compact: jax.Array, idx: jax.Array, channels: int,
 def _slice_kernel(weights: jax.Array, in_idx: jax.Array, out_idx: jax.Array,
                   alpha: jax.Array | None) -> jax.Array:
   """One sample's kernel `[kh, kw, k_in, k_out]` from a kernel or experts."""
-  if alpha is None:  # weights: [kh, kw, C_in, C_out]
-    return jnp.take(jnp.take(weights, in_idx, axis=2), out_idx, axis=3)
+  if alpha is None:  # weights: [kh, kw, C_in, C_out]; one gather of the slice
+    return weights[:, :, in_idx[:, None], out_idx[None, :]]
   # CondConv experts [n, kh, kw, C_in, C_out]: slice, then mix the survivors
   # only (n * kh * kw * k_in * k_out MACs, fbs_condconv.md §5.2).
   sliced = jnp.take(jnp.take(weights, in_idx, axis=3), out_idx, axis=4)
