@@ -8,6 +8,7 @@ import time
 from dynjax import launch_local
 
 PROBE = textwrap.dedent("""
+    import os
     import sys
     import numpy as np
     import jax
@@ -19,7 +20,7 @@ PROBE = textwrap.dedent("""
     local = np.arange(2, dtype=np.float32) + 10 * jax.process_index()
     arr = jax.make_array_from_process_local_data(NamedSharding(mesh, P("data")), local)
     if jax.process_index() == 1 and "--die" in sys.argv:
-        sys.exit(3)
+        os._exit(3)  # dies at once, like a killed host (no clean shutdown)
     total = jax.jit(jnp.sum, out_shardings=NamedSharding(mesh, P()))(arr)
     print("process", jax.process_index(), "of", jax.process_count(),
           "devices", jax.device_count(), "sum", float(total))
