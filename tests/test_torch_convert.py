@@ -21,17 +21,7 @@ STAGES = {"resnet18": (2, 2, 2, 2), "resnet34": (3, 4, 6, 3)}
 NUM_CLASSES = 5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_cpu_compiles():
-  """Skip XLA's optimisation passes while this module runs.
-
-  They dominate compile time on CPU (about 3x for these networks) and do not
-  change what is checked; flax's examples/imagenet tests do the same.
-  """
-  previous = getattr(jax.config, "values", {}).get("jax_disable_most_optimizations", False)
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_cpu_compiles")
 
 
 class TorchBasicBlock(tnn.Module):

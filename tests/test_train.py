@@ -48,13 +48,7 @@ def tiny_config(**changes):
   return config
 
 
-@pytest.fixture(scope="module", autouse=True)
-def fast_compilation():
-  """XLA's cheapest compilation: these tests check equality, not speed."""
-  previous = jax.config.read("jax_disable_most_optimizations")
-  jax.config.update("jax_disable_most_optimizations", True)
-  yield
-  jax.config.update("jax_disable_most_optimizations", previous)
+pytestmark = pytest.mark.usefixtures("fast_cpu_compiles")
 
 
 @pytest.fixture(scope="module")
