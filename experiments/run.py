@@ -7,7 +7,8 @@ r"""Run a named sweep locally, one job after another, or print its commands.
 
 Each job trains into `<workdir_root>/<job name>` with its output in
 `train.log` there; a finished job leaves `run.json` (command, exit code,
-seconds) and is skipped on the next invocation unless `--force`. Jobs that
+seconds) and is skipped on the next invocation unless `--force` (which
+deletes its workdir and trains it again from scratch). Jobs that
 start from another job's workdir (FTWT fine-tuning) get
 `--config.init_from=<workdir_root>/<that job>` and come after it.
 """
@@ -19,6 +20,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -103,7 +105,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="extra config override for every job (repeatable)")
   parser.add_argument("--print", action="store_true", help="print the commands, run nothing")
-  parser.add_argument("--force", action="store_true", help="rerun finished jobs")
+  parser.add_argument("--force", action="store_true",
+                      help="rerun finished jobs from scratch (deletes their workdir first; "
+                           "otherwise the trainer would resume from the final checkpoint)")
   parser.add_argument("--python", default=sys.executable)
   args = parser.parse_args(argv)
 
@@ -117,9 +121,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.print:
       print(shlex.join(command))
       continue
-    if is_finished(workdir) and not args.force:
-      print(f"[skip] {job.name}: finished ({RUN_RECORD} present)", flush=True)
-      continue
+    if is_finished(workdir):
+      if not args.force:
+        print(f"[skip] {job.name}: finished ({RUN_RECORD} present)", flush=True)
+        continue
+      shutil.rmtree(workdir)
     print(f"[run] {job.name}: {shlex.join(command)}", flush=True)
     code = run_job(command, workdir)
     print(f"[done] {job.name}: exit {code}", flush=True)

@@ -165,3 +165,16 @@ def test_recount_reproduces_seed_table1(tiny_npz):
   assert counted["convention"] == "fbs_condconv_paper"
   assert counted["macs"] / 1e6 == pytest.approx(16.014, abs=0.001)
   assert counted["dense_macs"] / 1e6 == pytest.approx(174.302, abs=0.001)
+
+
+def test_force_reruns_from_a_clean_workdir(tmp_path, monkeypatch):
+  job = sweeps.Job("only", "configs/x.py", "a")
+  monkeypatch.setattr(sweeps, "SWEEPS", {"tiny": lambda: [job]})
+  workdir = tmp_path / "only"
+  run.run_job([sys.executable, "-c", "pass"], str(workdir))
+  (workdir / "stale.txt").write_text("old checkpoint")
+  calls = []
+  monkeypatch.setattr(run, "run_job", lambda argv, wd: calls.append(wd) or 0)
+  assert run.main(["tiny", "--workdir_root", str(tmp_path)]) == 0 and calls == []
+  assert run.main(["tiny", "--workdir_root", str(tmp_path), "--force"]) == 0
+  assert calls == [str(workdir)] and not (workdir / "stale.txt").exists()
