@@ -13,6 +13,7 @@ densities and unknown names fail with a one-line error.
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def optimizer_config(**overrides) -> ml_collections.ConfigDict:
@@ -88,14 +89,14 @@ def get_config() -> ml_collections.ConfigDict:
   # Data. name: digits (offline, sklearn) | cifar10 | imagenet2012 | npz.
   config.dataset = ml_collections.ConfigDict(dict(
       name="digits",
-      data_dir=None,          # tfds data_dir (None = tfds default)
-      manual_dir=None,        # tfds manual_dir (ImageNet tarballs)
-      path=None,              # npz: file with x_train, y_train, x_test, y_test
-      image_size=None,        # ImageNet crop size (default 224); unused for CIFAR/digits
-      crop_padding=None,      # pad-and-crop padding; None = dataset default (CIFAR 4)
-      flip=None,              # horizontal flips; None = dataset default
+      data_dir=placeholder(str),         # tfds data_dir (None = tfds default)
+      manual_dir=placeholder(str),       # tfds manual_dir (ImageNet tarballs)
+      path=placeholder(str),             # npz: file with x_train, y_train, x_test, y_test
+      image_size=placeholder(int),       # ImageNet crop size (default 224); unused for CIFAR/digits
+      crop_padding=placeholder(int),     # pad-and-crop padding; None = dataset default (CIFAR 4)
+      flip=placeholder(bool),             # horizontal flips; None = dataset default
       cutout=0,               # Cutout square size (0 = off; the FBS-CondConv recipe uses 18)
-      shuffle_buffer=None,    # None = whole split (in-memory) / 16384 (tfds)
+      shuffle_buffer=placeholder(int),   # None = whole split (in-memory) / 16384 (tfds)
       train_split="train",
       eval_split="test",
   ))
@@ -103,7 +104,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.batch_size = 64          # global, over all devices and processes
   config.eval_batch_size = 128    # global
   config.num_epochs = 10
-  config.max_train_steps = None   # optional cap on the total number of steps
+  config.max_train_steps = placeholder(int)  # optional cap on the total number of steps
 
   config.optimizer = optimizer_config(learning_rate=0.05, weight_decay=5e-4,
                                       schedule="cosine")
@@ -124,7 +125,7 @@ def get_config() -> ml_collections.ConfigDict:
   # A checkpoint directory / workdir of another run (params and batch stats
   # with matching names and shapes are loaded, the rest stays initialised), or
   # a torchvision ResNet state_dict (`.pth` / `.pt`).
-  config.init_from = None
+  config.init_from = placeholder(str)
   config.seed = 0
   config.dtype = "float32"        # float32 | bfloat16 (compute; params stay float32)
   config.count_flops = True       # dense vs dynamic MACs at evaluation

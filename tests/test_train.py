@@ -83,6 +83,10 @@ def test_end_to_end_writes_checkpoints_metrics_and_evaluates(runs):
   assert {"train_ftwt_mask_loss", "steps_per_sec", "eta_seconds", "train_learning_rate",
           "train_gate_learning_rate"} <= set(train_lines[0])
   assert any("eval_top1" in l for l in lines)
+  with open(os.path.join(runs["a"], "results.json")) as f:
+    final = json.load(f)
+  assert final["step"] == 4 and final["top1"] == result["top1"]
+  assert final["mac_reduction"] == result["mac_reduction"]
 
 
 def test_interrupted_and_resumed_run_equals_uninterrupted(runs):

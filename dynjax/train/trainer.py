@@ -9,6 +9,7 @@ stops the run before anything non-finite is saved.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Sequence
 
@@ -90,6 +91,18 @@ def _flop_sample(pipeline: InputPipeline, max_batches: int = 4) -> np.ndarray:
 def _mean_metrics(acc: dict[str, jax.Array], n: int) -> dict[str, float]:
   host = jax.device_get(acc)
   return {k: float(v) / n for k, v in host.items() if k != "nonfinite"}
+
+
+RESULTS_FILE = "results.json"
+
+
+def _write_results(workdir: str, result: dict[str, float]) -> None:
+  """The final evaluation summary, machine-readable, as `workdir/results.json`."""
+  os.makedirs(workdir, exist_ok=True)
+  path = os.path.join(workdir, RESULTS_FILE)
+  with open(path + ".tmp", "w") as f:
+    json.dump({k: float(v) for k, v in result.items()}, f, indent=1, sort_keys=True)
+  os.replace(path + ".tmp", path)
 
 
 def train_and_evaluate(config: Any, workdir: str,
@@ -213,4 +226,6 @@ def train_and_evaluate(config: Any, workdir: str,
   checkpointer.close()
   writer.close()
   result = dict(eval_metrics, step=step)
+  if jax.process_index() == 0 and not preempted:
+    _write_results(workdir, result)
   return (result, state) if return_state else result
