@@ -16,7 +16,7 @@ def _init_apply(module, x, train=True, **kw):
 
 
 # ----------------------------------------------------------------- CondConv
-@pytest.mark.parametrize("method", ["batched", "mixture", "auto"])
+@pytest.mark.parametrize("method", ["batched", "mixture", "im2col", "auto"])
 @pytest.mark.parametrize("cin,cout,groups,stride,padding", [
     (6, 4, 1, 1, "SAME"), (6, 4, 1, 2, "SAME"), (4, 6, 2, 1, "VALID"),
     (8, 8, 8, 1, "SAME"), (8, 8, 8, 2, "SAME"), (4, 8, 4, 1, ((1, 0), (2, 1))),

@@ -2,30 +2,43 @@
 
   y_b = (sum_i alpha_{b,i} W_i) * x_b,   alpha_b = sigmoid(GAP(x_b) R + c).
 
-Three exact ways to compute a batch (`method`):
+Four exact ways to compute a batch (`method`):
 
-- `"batched"`: form the per-example kernels K = alpha @ W (one `dot_general`
-  costing n MACs per kernel weight per example, which is exactly the CondConv
-  MAC convention) and run ONE convolution with the batch folded into the
-  channel axis (`feature_group_count = N * groups`).
+- `"im2col"`: stack the kh*kw shifted input windows once (pure data
+  movement), form the per-example kernels K = alpha @ W (n MACs per kernel
+  weight per example, the CondConv MAC convention) and run ONE batched
+  matmul `[N, H'W', kh*kw*C_in] x [N, kh*kw*C_in, C_out]`: the MACs of the
+  plain convolution.
+- `"batched"`: the same per-example kernels as ONE convolution with the batch
+  folded into the channel axis (`feature_group_count = N * groups`).
 - `"mixture"`: run the n expert convolutions as one convolution with n*C_out
   outputs and mix the results with alpha (exact by linearity; n times the
   convolution MACs, but only ordinary batched convolutions).
 - `"depthwise"` (depthwise only): mix per-example kernels, then kh*kw shifted
   multiply-adds.
 
-Measured with `python benchmarks/condconv_methods.py --repeats 5` on CPU
-(2 cores, XLA CPU, jax 0.10.2), forward+backward, batch 64, n = 4, in ms:
+Measured with `python benchmarks/condconv_methods.py --batch 32 64 --repeats 2
+--rounds 2` on CPU (2 shared cores, load average ~5, XLA CPU, jax 0.10.2),
+forward+backward, n = 4, in ms (interleaved best of 2 rounds):
 
-  shape (HxW, Cin->Cout)       plain conv   batched   mixture
-  M-CifarNet conv3 15x15 128->128   93       8366       423
-  M-CifarNet conv6  8x8  192->192   43       4035       161
-  M-CifarNet conv1 30x30  64->64   176      16047       526
-  depthwise 16x16 256              483      26455     73520
+  shape (HxW, Cin->Cout)        batch  plain conv  mixture  im2col
+  M-CifarNet conv1 30x30 64->64    32      159        570     194
+  M-CifarNet conv2 30x30 64->128/2 32       66        227      80
+  M-CifarNet conv3 15x15 128->128  32       77        323     142
+  M-CifarNet conv6  8x8  192->192  32       46        171     156
+  M-CifarNet conv1 30x30 64->64    64      710       2619     751
+  M-CifarNet conv3 15x15 128->128  64      401       1730     545
+  M-CifarNet conv6  8x8  192->192  64      160        592     537
 
-XLA's CPU backend runs the batch-folded grouped convolution ~20x slower than
-n ordinary convolutions, so `"auto"` picks `"mixture"` for regular convs and
-`"depthwise"` for depthwise ones (see the benchmark for its figure).
+An earlier run (batch 64) measured `batched` at 8366 / 4035 / 16047 ms for
+conv3 / conv6 / conv1 (XLA CPU runs the batch-folded grouped convolution
+~20x slower than mixture), and on a depthwise 16x16x256 layer `depthwise`
+483 ms against 26455 (batched) and 73520 (mixture). Patches taken with
+`lax.conv_general_dilated_patches` instead of shifted windows made
+`im2col` 3-4x slower than `mixture` (that op lowers to a one-hot
+convolution). So `"auto"` picks `"im2col"` for ungrouped convs,
+`"depthwise"` for depthwise ones and `"mixture"` for other grouped convs
+(not measured).
 """
 
 from __future__ import annotations
@@ -105,6 +118,30 @@ def condconv_batched(x, experts, alpha, strides, padding, groups):
   return jnp.transpose(y.reshape(ho, wo, batch, cout), (2, 0, 1, 3))
 
 
+def shifted_windows(x, kh, kw, strides, padding) -> list[jax.Array]:
+  """The kh*kw strided input windows a convolution multiplies by each tap.
+
+  Args:
+    x: `[N, H, W, C]`.
+    kh, kw: kernel size; strides: (sh, sw); padding: "SAME", "VALID" or pairs.
+  Returns:
+    List (row-major over taps (i, j)) of `[N, H', W', C]` slices of the padded
+    input: window (i, j) holds `x_pad[n, i + sh*y, j + sw*x, c]`.
+  """
+  h, w, channels = x.shape[1:]
+  if isinstance(padding, str):
+    pads = jax.lax.padtype_to_pads((h, w), (kh, kw), strides, padding)
+  else:
+    pads = padding
+  xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
+  ho = (xp.shape[1] - kh) // strides[0] + 1
+  wo = (xp.shape[2] - kw) // strides[1] + 1
+  return [jax.lax.slice(
+      xp, (0, i, j, 0),
+      (xp.shape[0], i + (ho - 1) * strides[0] + 1, j + (wo - 1) * strides[1] + 1, channels),
+      (1, strides[0], strides[1], 1)) for i in range(kh) for j in range(kw)]
+
+
 def condconv_depthwise(x, experts, alpha, strides, padding):
   """Depthwise CondConv (multiplier 1) as kh*kw shifted multiply-adds.
 
@@ -114,23 +151,11 @@ def condconv_depthwise(x, experts, alpha, strides, padding):
   """
   n, kh, kw, _, channels = experts.shape
   kernels = jnp.einsum("bn,np->bp", alpha.astype(experts.dtype), experts.reshape(n, -1))
-  kernels = kernels.reshape(-1, kh, kw, channels).astype(x.dtype)
-  h, w = x.shape[1:3]
-  if isinstance(padding, str):
-    pads = jax.lax.padtype_to_pads((h, w), (kh, kw), strides, padding)
-  else:
-    pads = padding
-  xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
-  ho = (xp.shape[1] - kh) // strides[0] + 1
-  wo = (xp.shape[2] - kw) // strides[1] + 1
-  y = jnp.zeros((x.shape[0], ho, wo, channels), x.dtype)
-  for i in range(kh):  # static kh*kw taps, not a loop over channels/samples
-    for j in range(kw):
-      window = jax.lax.slice(
-          xp, (0, i, j, 0),
-          (xp.shape[0], i + (ho - 1) * strides[0] + 1, j + (wo - 1) * strides[1] + 1, channels),
-          (1, strides[0], strides[1], 1))
-      y = y + window * kernels[:, None, None, i, j, :]
+  kernels = kernels.reshape(-1, kh * kw, channels).astype(x.dtype)
+  windows = shifted_windows(x, kh, kw, strides, padding)
+  y = windows[0] * kernels[:, None, None, 0, :]
+  for tap in range(1, kh * kw):  # static taps, not a loop over channels/samples
+    y = y + windows[tap] * kernels[:, None, None, tap, :]
   return y
 
 
@@ -147,6 +172,36 @@ def condconv_mixture(x, experts, alpha, strides, padding, groups):
   return y.reshape(*y.shape[:3], cout)
 
 
+def condconv_im2col(x, experts, alpha, strides, padding, groups):
+  """Patches once, per-example kernels, one batched matmul.
+
+  Args:
+    x: `[N, H, W, C_in]`.
+    experts: `[n, kh, kw, C_in/groups, C_out]`.
+    alpha: `[N, n]` routing weights.
+  Returns:
+    `[N, H', W', C_out]`. The per-example kernels K = alpha @ W cost n MACs per
+    kernel weight; the matmul `[N, H'W', kh*kw*C_in/g] x [N, kh*kw*C_in/g,
+    C_out/g]` (per group) costs exactly the MACs of the plain convolution.
+    The patches are the kh*kw shifted windows stacked (pure data movement;
+    `lax.conv_general_dilated_patches` lowers to a one-hot convolution whose
+    backward pass alone cost ~10x the conv on XLA CPU).
+  """
+  n, kh, kw, cin_g, cout = experts.shape
+  batch = x.shape[0]
+  cout_g = cout // groups
+  patches = jnp.stack(shifted_windows(x, kh, kw, strides, padding), axis=3)
+  ho, wo = patches.shape[1:3]
+  patches = patches.reshape(batch, ho * wo, kh * kw, groups, cin_g)
+  kernels = jnp.einsum("bn,np->bp", alpha.astype(experts.dtype), experts.reshape(n, -1))
+  kernels = kernels.reshape(batch, kh * kw, cin_g, groups, cout_g).astype(x.dtype)
+  if groups == 1:  # one plain batched matmul over (tap, c_in)
+    y = jnp.einsum("bpk,bko->bpo", patches.reshape(batch, ho * wo, kh * kw * cin_g),
+                   kernels.reshape(batch, kh * kw * cin_g, cout_g))
+  else:
+    y = jnp.einsum("bptgc,btcgo->bpgo", patches, kernels)
+  return y.reshape(batch, ho, wo, cout)
+
 class CondConv(nn.Module):
   """Conditionally parameterised convolution (CondConv, Yang et al. 2019).
 
@@ -159,7 +214,8 @@ class CondConv(nn.Module):
     feature_group_count: conv groups (C_in for depthwise).
     use_bias: add a per-example bias mixed by the same alpha.
     kernel_init: per-expert kernel initialiser (HWIO shape).
-    method: "auto", "batched" or "mixture" (see module docstring).
+    method: "auto", "im2col", "batched", "mixture" or "depthwise" (see the
+      module docstring).
 
   Call: `x: [N, H, W, C_in] -> [N, H', W', C_out]`. The routing weights
   `alpha: [N, n]` are sown into the `"dynamic"` collection as `"alpha"`.
@@ -198,7 +254,7 @@ class CondConv(nn.Module):
     depthwise = groups == cin == self.features and groups > 1
     method = _METHOD_OVERRIDE.get() or self.method
     if method == "auto":
-      method = "depthwise" if depthwise else "mixture"
+      method = "depthwise" if depthwise else "im2col" if groups == 1 else "mixture"
     strides = _pair(self.strides)
     padding = self.padding
     if method == "depthwise":
@@ -209,9 +265,11 @@ class CondConv(nn.Module):
       y = condconv_batched(x, experts, alpha, strides, padding, groups)
     elif method == "mixture":
       y = condconv_mixture(x, experts, alpha, strides, padding, groups)
+    elif method == "im2col":
+      y = condconv_im2col(x, experts, alpha, strides, padding, groups)
     else:
       raise ValueError(f"unknown CondConv method {method!r}; "
-                       "allowed: 'auto', 'batched', 'mixture', 'depthwise'")
+                       "allowed: 'auto', 'batched', 'mixture', 'im2col', 'depthwise'")
     if self.use_bias:
       bias = self.param("bias", nn.initializers.zeros, (self.num_experts, self.features))
       y = y + (alpha @ bias)[:, None, None, :].astype(y.dtype)
