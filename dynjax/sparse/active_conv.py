@@ -71,29 +71,32 @@ def gather_channels(x: jax.Array, idx: jax.Array) -> jax.Array:
 
 
 def scatter_channels(compact: jax.Array, idx: jax.Array, channels: int,
-                     fill: float = 0.0) -> jax.Array:
+                     fill: float = 0.0, sorted_indices: bool = True) -> jax.Array:
   """Inverse of `gather_channels`: `[N, ..., k]` -> `[N, ..., C]`.
 
-  Channels not in `idx` hold `fill`. `idx` must not repeat within a row.
+  Channels not in `idx` hold `fill`. `idx` must not repeat within a row;
+  pass `sorted_indices=False` unless each row of `idx` is ascending.
   """
   n = compact.shape[0]
   flat = compact.reshape(n, -1, compact.shape[-1])
   dense = jnp.full((n, flat.shape[1], channels), fill, compact.dtype)
   rows = jnp.arange(n)[:, None]
-  dense = dense.at[rows, :, idx].set(jnp.swapaxes(flat, 1, 2),
-                                     unique_indices=True, indices_are_sorted=True)
+  dense = dense.at[rows, :, idx].set(jnp.swapaxes(flat, 1, 2), unique_indices=True,
+                                     indices_are_sorted=sorted_indices)
   return dense.reshape(*compact.shape[:-1], channels)
 
 
 def _slice_kernel(weights: jax.Array, in_idx: jax.Array, out_idx: jax.Array,
-                  alpha: jax.Array | None) -> jax.Array:
+                  alpha: jax.Array | None, out_scale: jax.Array | None) -> jax.Array:
   """One sample's kernel `[kh, kw, k_in, k_out]` from a kernel or experts."""
   if alpha is None:  # weights: [kh, kw, C_in, C_out]; one gather of the slice
-    return weights[:, :, in_idx[:, None], out_idx[None, :]]
-  # CondConv experts [n, kh, kw, C_in, C_out]: slice, then mix the survivors
-  # only (n * kh * kw * k_in * k_out MACs, fbs_condconv.md §5.2).
-  sliced = jnp.take(jnp.take(weights, in_idx, axis=3), out_idx, axis=4)
-  return jnp.tensordot(alpha.astype(sliced.dtype), sliced, axes=1)
+    kernel = weights[:, :, in_idx[:, None], out_idx[None, :]]
+  else:
+    # CondConv experts [n, kh, kw, C_in, C_out]: slice, then mix the survivors
+    # only (n * kh * kw * k_in * k_out MACs, fbs_condconv.md §5.2).
+    sliced = jnp.take(jnp.take(weights, in_idx, axis=3), out_idx, axis=4)
+    kernel = jnp.tensordot(alpha.astype(sliced.dtype), sliced, axes=1)
+  return kernel if out_scale is None else kernel * out_scale.astype(kernel.dtype)
 
 
 def _conv(x, kernel, strides, padding):
@@ -104,7 +107,8 @@ def _conv(x, kernel, strides, padding):
 
 def active_conv(x: jax.Array, weights: jax.Array, in_idx: jax.Array | None,
                 out_idx: jax.Array, strides: Sequence[int], padding: Padding,
-                alpha: jax.Array | None = None) -> jax.Array:
+                alpha: jax.Array | None = None,
+                out_scale: jax.Array | None = None) -> jax.Array:
   """Convolve each sample with only its active input and output channels.
 
   Args:
@@ -117,10 +121,13 @@ def active_conv(x: jax.Array, weights: jax.Array, in_idx: jax.Array | None,
     strides: (sh, sw).
     padding: "SAME", "VALID" or explicit pairs (as the dense convolution).
     alpha: CondConv routing weights `[N, n]`, or None for a plain kernel.
+    out_scale: optional `[N, k_out]` factors folded into the kernel slice
+      (e.g. batch norm and gating): output channel j is multiplied by
+      `out_scale[n, j]` at the cost of scaling the small slice only.
 
   Returns:
     `[N, H', W', k_out]`: channel j of sample n is output channel
-    `out_idx[n, j]` of the dense convolution.
+    `out_idx[n, j]` of the dense convolution (times `out_scale`).
   """
   c_in = weights.shape[-2]
   if in_idx is None:
@@ -128,13 +135,13 @@ def active_conv(x: jax.Array, weights: jax.Array, in_idx: jax.Array | None,
   strides = tuple(strides)
   if x.shape[0] == 1:  # one plain convolution with the gathered kernel
     a = None if alpha is None else alpha[0]
-    kernel = _slice_kernel(weights, in_idx[0], out_idx[0], a)
+    s = None if out_scale is None else out_scale[0]
+    kernel = _slice_kernel(weights, in_idx[0], out_idx[0], a, s)
     return _conv(x, kernel, strides, padding)
 
-  def one_sample(xs, i_in, i_out, a):
-    kernel = _slice_kernel(weights, i_in, i_out, a)
+  def one_sample(args):
+    xs, i_in, i_out, a, s = args
+    kernel = _slice_kernel(weights, i_in, i_out, a, s)
     return _conv(xs[None], kernel, strides, padding)[0]
 
-  if alpha is None:
-    return jax.lax.map(lambda a: one_sample(*a, None), (x, in_idx, out_idx))
-  return jax.lax.map(lambda a: one_sample(*a), (x, in_idx, out_idx, alpha))
+  return jax.lax.map(one_sample, (x, in_idx, out_idx, alpha, out_scale))

@@ -88,7 +88,7 @@ def _pair(v) -> tuple[int, int]:
 def _pooled(x, active: ActiveSet | None, c_in: int, reduce: Callable) -> jax.Array:
   """`reduce` over H, W of the full input `[N, C_in]`, from the compact form if any."""
   if active is not None and active.compact is not None:
-    return scatter_channels(reduce(active.compact), active.idx, c_in)
+    return scatter_channels(reduce(active.compact), active.idx, c_in, sorted_indices=False)
   return reduce(x)
 
 
@@ -159,7 +159,11 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
                        + fc["bias"].astype(dtype))
     out_sizes = (num_winners(policy.density, features),)
     out_select = 0
-    out_indices = lambda k: (jnp.sort(jax.lax.top_k(saliency, k)[1].astype(jnp.int32), -1), None)
+    # The winners in top_k order (not sorted by channel): their saliencies
+    # come with them, and no layer needs the indices ascending.
+    winner_g, winner_idx = jax.lax.top_k(saliency, out_sizes[0])
+    winner_idx = winner_idx.astype(jnp.int32)
+    out_indices = lambda k: (winner_idx, None)
   else:
     fc = params["gate"]["fc"]
     reduce = mean_hw if policy.gate_pool == "avg" else (lambda t: jnp.max(t, axis=(1, 2)))
@@ -182,18 +186,26 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
   def branch(k_in: int, k_out: int):
     xc, in_idx = gather_input(k_in)
     out_idx, valid = out_indices(k_out)
+    if policy.method == "fbs":
+      # g * BN_noaffine(z + b) + beta = z * (g*s) + (beta + (b - mean) * g*s),
+      # s = rsqrt(var + eps): the scale is folded into the kernel slice.
+      table = jnp.stack([stats["var"], stats["mean"], params["beta"]], axis=-1)[out_idx]
+      scale = winner_g.astype(jnp.float32) * jax.lax.rsqrt(table[..., 0] + eps)
+      centre = -table[..., 1] if conv_bias is None else _take(conv_bias, out_idx)[:, 0, 0] - table[..., 1]
+      shift = (table[..., 2] + centre * scale).astype(dtype)[:, None, None, :]
+      z = active_conv(xc, weights, in_idx, out_idx, strides, module.padding, alpha,
+                      out_scale=scale)
+      y = z.astype(dtype) + shift
+      if residual is not None:
+        return act(scatter_channels(y, out_idx, features, sorted_indices=False) + residual), y
+      out = act(y)
+      fill = act(jnp.zeros((), dtype))
+      return scatter_channels(out, out_idx, features, fill, sorted_indices=False), out
     z = active_conv(xc, weights, in_idx, out_idx, strides, module.padding, alpha)
     if conv_bias is not None:
       z = z + _take(conv_bias, out_idx).astype(z.dtype)
     zn = (z - _take(stats["mean"], out_idx)) * jax.lax.rsqrt(_take(stats["var"], out_idx) + eps)
     zn = zn.astype(dtype)
-    if policy.method == "fbs":  # winners: g * BN_noaffine(z) + beta
-      y = _take(saliency, out_idx) * zn + _take(params["beta"], out_idx).astype(dtype)
-      if residual is not None:
-        return act(scatter_channels(y, out_idx, features) + residual), y
-      out = act(y)
-      fill = act(jnp.zeros((), dtype))
-      return scatter_channels(out, out_idx, features, fill), out
     bn = params["bn"]
     y = zn * _take(bn["scale"], out_idx).astype(dtype) + _take(bn["bias"], out_idx).astype(dtype)
     if residual is None:
@@ -215,8 +227,7 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
       with jax.ensure_compile_time_eval():
         zero_fill = float(act(jnp.zeros((), jnp.float32))) == 0.0
       if zero_fill:  # losers are exact zeros: the next layer may skip them
-        idx, _ = out_indices(out_sizes[0])
-        tracker.add(dense, ActiveSet(idx=idx, compact=compact))
+        tracker.add(dense, ActiveSet(idx=winner_idx, compact=compact))
     else:
       tracker.add(dense, ActiveSet(mask=mask))
   return dense
