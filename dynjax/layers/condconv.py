@@ -94,6 +94,21 @@ def conv_nhwc(x, kernel, strides, padding, groups, dilation=(1, 1)):
       feature_group_count=groups)
 
 
+def mix_kernels(experts: jax.Array, alpha: jax.Array) -> jax.Array:
+  """Per-example kernels `K_b = sum_i alpha_{b,i} W_i`, as ONE `dot_general`.
+
+  Args:
+    experts: `[n, kh, kw, C_in/groups, C_out]`.
+    alpha: `[N, n]`.
+  Returns:
+    `[N, kh, kw, C_in/groups, C_out]`; costs n MACs per kernel weight and
+    example (the CondConv MAC convention the FLOP counter relies on).
+  """
+  n = experts.shape[0]
+  kernels = jnp.einsum("bn,np->bp", alpha.astype(experts.dtype), experts.reshape(n, -1))
+  return kernels.reshape(alpha.shape[0], *experts.shape[1:])
+
+
 def condconv_batched(x, experts, alpha, strides, padding, groups):
   """One grouped convolution over the batch with per-example kernels.
 
@@ -106,9 +121,7 @@ def condconv_batched(x, experts, alpha, strides, padding, groups):
   """
   n, kh, kw, cin_g, cout = experts.shape
   batch = x.shape[0]
-  kernels = jnp.einsum("bn,np->bp", alpha.astype(experts.dtype),
-                       experts.reshape(n, -1))  # [N, kh*kw*cin_g*cout]
-  kernels = kernels.reshape(batch, kh, kw, cin_g, cout)
+  kernels = mix_kernels(experts, alpha)
   # Output channels of the folded conv are ordered (example, group, c).
   kernels = jnp.transpose(kernels, (1, 2, 3, 0, 4)).reshape(kh, kw, cin_g, batch * cout)
   h, w, cin = x.shape[1:]
@@ -150,8 +163,7 @@ def condconv_depthwise(x, experts, alpha, strides, padding):
   kernel tap, which XLA runs as fused elementwise work on every backend.
   """
   n, kh, kw, _, channels = experts.shape
-  kernels = jnp.einsum("bn,np->bp", alpha.astype(experts.dtype), experts.reshape(n, -1))
-  kernels = kernels.reshape(-1, kh * kw, channels).astype(x.dtype)
+  kernels = mix_kernels(experts, alpha).reshape(-1, kh * kw, channels).astype(x.dtype)
   windows = shifted_windows(x, kh, kw, strides, padding)
   y = windows[0] * kernels[:, None, None, 0, :]
   for tap in range(1, kh * kw):  # static taps, not a loop over channels/samples
@@ -193,8 +205,8 @@ def condconv_im2col(x, experts, alpha, strides, padding, groups):
   patches = jnp.stack(shifted_windows(x, kh, kw, strides, padding), axis=3)
   ho, wo = patches.shape[1:3]
   patches = patches.reshape(batch, ho * wo, kh * kw, groups, cin_g)
-  kernels = jnp.einsum("bn,np->bp", alpha.astype(experts.dtype), experts.reshape(n, -1))
-  kernels = kernels.reshape(batch, kh * kw, cin_g, groups, cout_g).astype(x.dtype)
+  kernels = mix_kernels(experts, alpha).reshape(batch, kh * kw, cin_g, groups, cout_g)
+  kernels = kernels.astype(x.dtype)
   if groups == 1:  # one plain batched matmul over (tap, c_in)
     y = jnp.einsum("bpk,bko->bpo", patches.reshape(batch, ho * wo, kh * kw * cin_g),
                    kernels.reshape(batch, kh * kw * cin_g, cout_g))
