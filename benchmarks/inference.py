@@ -73,14 +73,24 @@ def count_macs(jaxpr) -> float:
 
 
 def random_variables(model, x, key):
-  """Random init with BN statistics away from (0, 1) so folding is exercised."""
+  """Random init with BN statistics away from (0, 1) so folding is exercised.
+
+  Running means move both ways, variances up; FBS's `beta` gets the official
+  code's 0.1 so winners stay active through depth and the logits are not all
+  zero (which would make the sparse-vs-masked check vacuous).
+  """
   variables = model.init(key, x, train=False)
   k1, k2 = jax.random.split(jax.random.fold_in(key, 1))
-  stats = variables["batch_stats"]
-  leaves, tree = jax.tree.flatten(stats)
-  keys = jax.random.split(k1, len(leaves))
-  leaves = [l + 0.1 * jnp.abs(jax.random.normal(k, l.shape)) for k, l in zip(keys, leaves)]
-  return {**variables, "batch_stats": jax.tree.unflatten(tree, leaves)}
+  paths, tree = jax.tree_util.tree_flatten_with_path(variables["batch_stats"])
+  keys = jax.random.split(k1, len(paths))
+  leaves = []
+  for k, (path, leaf) in zip(keys, paths):
+    noise = 0.1 * jax.random.normal(k, leaf.shape)
+    leaves.append(leaf + (jnp.abs(noise) if "var" in jax.tree_util.keystr(path) else noise))
+  params = jax.tree_util.tree_map_with_path(
+      lambda path, p: jnp.full_like(p, 0.1) if "beta" in jax.tree_util.keystr(path) else p,
+      variables["params"])
+  return {**variables, "params": params, "batch_stats": jax.tree.unflatten(tree, leaves)}
 
 
 def policy_for(method: str, density: float, experts: int) -> dict:
