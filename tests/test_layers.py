@@ -244,3 +244,18 @@ def test_policy_validation_messages():
     Policy.create({"method": "fbs", "densty": 0.5})
   assert Policy.create({"method": "fbs", "density": 0.5}).width(10) == 10
   assert Policy.create("static", density=0.5).width(10) == 5
+
+
+def test_fbs_depthwise_prefers_channels_with_live_input():
+  # Channels 0-3 of every example are switched off upstream (all zero).
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 5, 8)).at[..., :4].set(0.0)
+  layer = DynamicConv(8, feature_group_count=8, policy=Policy("fbs", density=0.5))
+  variables = layer.init(jax.random.PRNGKey(1), x)
+  # Bias the predictor towards the dead channels: they would win without the rule.
+  params = jax.tree.map(lambda v: v, variables["params"])
+  params["predictor"]["fc"]["bias"] = jnp.array([9.0] * 4 + [1.0] * 4)
+  out, state = layer.apply({**variables, "params": params}, x, train=True,
+                           mutable=["batch_stats", "dynamic"])
+  np.testing.assert_array_equal(state["dynamic"]["mask"], np.tile([0, 0, 0, 0, 1, 1, 1, 1], (3, 1)))
+  np.testing.assert_array_equal(state["dynamic"]["saliency"][:, :4], 0.0)
+  assert float(jnp.abs(out[..., 4:]).sum()) > 0

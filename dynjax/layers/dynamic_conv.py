@@ -108,6 +108,14 @@ class DynamicConv(nn.Module):
 
     if policy.method == "fbs":
       saliency = FBSSaliency(features, dtype=self.dtype, name="predictor")(x)
+      if self.feature_group_count == x.shape[-1] == features > 1:
+        # Depthwise: output channel c sees only input channel c, so a channel
+        # whose input is all zero for this example (switched off upstream)
+        # can only emit beta. Its saliency is zeroed so live channels win;
+        # otherwise, at initialisation (g nearly input-independent), the
+        # winners can all be dead channels and the whole network goes silent.
+        alive = masks.channel_peak(jax.lax.stop_gradient(x)) > 0
+        saliency = saliency * alive.astype(saliency.dtype)
       mask = masks.wta_mask(saliency, masks.num_winners(policy.density, features))
       record(self, "saliency", saliency)
       record(self, "mask", mask)
