@@ -87,7 +87,7 @@ def scatter_channels(compact: jax.Array, idx: jax.Array, channels: int,
 
 
 def _slice_kernel(weights: jax.Array, in_idx: jax.Array, out_idx: jax.Array,
-                  alpha: jax.Array | None, out_scale: jax.Array | None) -> jax.Array:
+                  alpha: jax.Array | None) -> jax.Array:
   """One sample's kernel `[kh, kw, k_in, k_out]` from a kernel or experts."""
   if alpha is None:  # weights: [kh, kw, C_in, C_out]; one gather of the slice
     kernel = weights[:, :, in_idx[:, None], out_idx[None, :]]
@@ -96,7 +96,7 @@ def _slice_kernel(weights: jax.Array, in_idx: jax.Array, out_idx: jax.Array,
     # only (n * kh * kw * k_in * k_out MACs, fbs_condconv.md §5.2).
     sliced = jnp.take(jnp.take(weights, in_idx, axis=3), out_idx, axis=4)
     kernel = jnp.tensordot(alpha.astype(sliced.dtype), sliced, axes=1)
-  return kernel if out_scale is None else kernel * out_scale.astype(kernel.dtype)
+  return kernel
 
 
 def _conv(x, kernel, strides, padding):
@@ -107,8 +107,7 @@ def _conv(x, kernel, strides, padding):
 
 def active_conv(x: jax.Array, weights: jax.Array, in_idx: jax.Array | None,
                 out_idx: jax.Array, strides: Sequence[int], padding: Padding,
-                alpha: jax.Array | None = None,
-                out_scale: jax.Array | None = None) -> jax.Array:
+                alpha: jax.Array | None = None) -> jax.Array:
   """Convolve each sample with only its active input and output channels.
 
   Args:
@@ -121,13 +120,10 @@ def active_conv(x: jax.Array, weights: jax.Array, in_idx: jax.Array | None,
     strides: (sh, sw).
     padding: "SAME", "VALID" or explicit pairs (as the dense convolution).
     alpha: CondConv routing weights `[N, n]`, or None for a plain kernel.
-    out_scale: optional `[N, k_out]` factors folded into the kernel slice
-      (e.g. batch norm and gating): output channel j is multiplied by
-      `out_scale[n, j]` at the cost of scaling the small slice only.
 
   Returns:
     `[N, H', W', k_out]`: channel j of sample n is output channel
-    `out_idx[n, j]` of the dense convolution (times `out_scale`).
+    `out_idx[n, j]` of the dense convolution.
   """
   c_in = weights.shape[-2]
   if in_idx is None:
@@ -135,13 +131,12 @@ def active_conv(x: jax.Array, weights: jax.Array, in_idx: jax.Array | None,
   strides = tuple(strides)
   if x.shape[0] == 1:  # one plain convolution with the gathered kernel
     a = None if alpha is None else alpha[0]
-    s = None if out_scale is None else out_scale[0]
-    kernel = _slice_kernel(weights, in_idx[0], out_idx[0], a, s)
+    kernel = _slice_kernel(weights, in_idx[0], out_idx[0], a)
     return _conv(x, kernel, strides, padding)
 
   def one_sample(args):
-    xs, i_in, i_out, a, s = args
-    kernel = _slice_kernel(weights, i_in, i_out, a, s)
+    xs, i_in, i_out, a = args
+    kernel = _slice_kernel(weights, i_in, i_out, a)
     return _conv(xs[None], kernel, strides, padding)[0]
 
-  return jax.lax.map(one_sample, (x, in_idx, out_idx, alpha, out_scale))
+  return jax.lax.map(one_sample, (x, in_idx, out_idx, alpha))

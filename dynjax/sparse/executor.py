@@ -48,6 +48,8 @@ from dynjax.sparse.active_conv import (active_conv, active_indices, bucket_sizes
                                        gather_channels, scatter_channels)
 
 DEFAULT_BUCKETS = (0.25, 0.5, 0.75, 1.0)
+# Activations whose output is never negative.
+_NONNEGATIVE = (nn.relu, jax.nn.relu, nn.relu6, jax.nn.relu6)
 
 
 @dataclasses.dataclass
@@ -58,11 +60,14 @@ class ActiveSet:
     mask: `[N, C]` 0/1, or None when only `idx` is known.
     idx: `[N, k]` int32 active channels (static k), or None.
     compact: `[N, H, W, k]` the values of those channels, or None.
+    nonnegative: `compact` is known to be >= 0 (a ReLU output), so
+      `|compact|` is `compact`.
   """
 
   mask: jax.Array | None = None
   idx: jax.Array | None = None
   compact: jax.Array | None = None
+  nonnegative: bool = False
 
 
 class _Tracker:
@@ -85,11 +90,42 @@ def _pair(v) -> tuple[int, int]:
   return (v, v) if isinstance(v, int) else tuple(v)
 
 
-def _pooled(x, active: ActiveSet | None, c_in: int, reduce: Callable) -> jax.Array:
-  """`reduce` over H, W of the full input `[N, C_in]`, from the compact form if any."""
+def _spatial_mean(t: jax.Array, absolute: bool = False) -> jax.Array:
+  """Mean over H, W of `[N, H, W, C]` (of `|t|` if `absolute`) -> `[N, C]`.
+
+  Computed as a matrix-vector product: XLA CPU runs it several times faster
+  than the equivalent reduction over the non-minor H, W axes.
+  """
+  n, h, w, c = t.shape
+  v = t.reshape(n, h * w, c)
+  v = jnp.abs(v) if absolute else v
+  return jnp.matmul(jnp.full((1, h * w), 1.0 / (h * w), t.dtype), v)[:, 0]
+
+
+def _pooled(x, active: ActiveSet | None, reduce: Callable) -> tuple[jax.Array, jax.Array | None]:
+  """`reduce` over H, W of the layer input: `([N, k], idx [N, k])`.
+
+  From the compact form when the input is one (`idx` says which of the C_in
+  channels the k columns are; all others are exactly zero), else `([N, C_in], None)`.
+  """
   if active is not None and active.compact is not None:
-    return scatter_channels(reduce(active.compact), active.idx, c_in, sorted_indices=False)
-  return reduce(x)
+    return reduce(active.compact), active.idx
+  return reduce(x), None
+
+
+def _full(pooled: jax.Array, idx: jax.Array | None, c_in: int) -> jax.Array:
+  """`[N, C_in]` from `_pooled`'s output (zeros outside `idx`)."""
+  return pooled if idx is None else scatter_channels(pooled, idx, c_in, sorted_indices=False)
+
+
+def _linear(pooled: jax.Array, idx: jax.Array | None, kernel: jax.Array,
+            bias: jax.Array) -> jax.Array:
+  """`full(pooled) @ kernel + bias`, reading only the kernel rows at `idx`."""
+  if idx is None:
+    return pooled @ kernel + bias
+  if idx.shape[0] == 1:
+    return pooled @ kernel[idx[0]] + bias
+  return jnp.einsum("nk,nkc->nc", pooled, kernel[idx]) + bias
 
 
 def _input_options(x, active: ActiveSet | None, c_in: int, fractions):
@@ -139,14 +175,14 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
   dtype = x.dtype if module.dtype is None else module.dtype
   active_in = tracker.find(x)
   x = x.astype(dtype)
-  mean_hw = lambda t, f=lambda v: v: jnp.mean(f(t), axis=(1, 2))
 
   conv = params["conv"]
   if policy.experts > 0:
     weights = conv["experts"]
     router = conv["router"]
-    gap = _pooled(x, active_in, c_in, mean_hw).astype(jnp.float32)
-    alpha = jax.nn.sigmoid(gap @ router["kernel"] + router["bias"])
+    gap, gap_idx = _pooled(x, active_in, _spatial_mean)
+    alpha = jax.nn.sigmoid(_linear(gap.astype(jnp.float32), gap_idx, router["kernel"],
+                                   router["bias"]))
     conv_bias = None if "bias" not in conv else alpha @ conv["bias"]
   else:
     weights, alpha = conv["kernel"], None
@@ -154,9 +190,11 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
 
   if policy.method == "fbs":
     fc = params["predictor"]["fc"]
-    pooled = _pooled(x, active_in, c_in, functools.partial(mean_hw, f=jnp.abs))
-    saliency = nn.relu(pooled.astype(dtype) @ fc["kernel"].astype(dtype)
-                       + fc["bias"].astype(dtype))
+    absolute = not (active_in is not None and active_in.nonnegative)
+    pooled, pooled_idx = _pooled(x, active_in,
+                                 functools.partial(_spatial_mean, absolute=absolute))
+    saliency = nn.relu(_linear(pooled.astype(dtype), pooled_idx, fc["kernel"].astype(dtype),
+                               fc["bias"].astype(dtype)))
     out_sizes = (num_winners(policy.density, features),)
     out_select = 0
     # The winners in top_k order (not sorted by channel): their saliencies
@@ -166,11 +204,12 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
     out_indices = lambda k: (winner_idx, None)
   else:
     fc = params["gate"]["fc"]
-    reduce = mean_hw if policy.gate_pool == "avg" else (lambda t: jnp.max(t, axis=(1, 2)))
-    e = _pooled(x, active_in, c_in, reduce).astype(jnp.float32)
-    if policy.gate_softmax:
-      e = jax.nn.softmax(e, axis=-1)
-    mask = ((e @ fc["kernel"] + fc["bias"]) > 0).astype(dtype)
+    reduce = _spatial_mean if policy.gate_pool == "avg" else (lambda t: jnp.max(t, axis=(1, 2)))
+    e, e_idx = _pooled(x, active_in, reduce)
+    e = e.astype(jnp.float32)
+    if policy.gate_softmax:  # over all C_in channels, the inactive ones included
+      e, e_idx = jax.nn.softmax(_full(e, e_idx, c_in), axis=-1), None
+    mask = (_linear(e, e_idx, fc["kernel"], fc["bias"]) > 0).astype(dtype)
     out_sizes = bucket_sizes(features, fractions)
     out_select = jnp.searchsorted(jnp.asarray(out_sizes, jnp.float32),
                                   jnp.max(jnp.sum(mask, -1)), side="left")
@@ -188,14 +227,15 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
     out_idx, valid = out_indices(k_out)
     if policy.method == "fbs":
       # g * BN_noaffine(z + b) + beta = z * (g*s) + (beta + (b - mean) * g*s),
-      # s = rsqrt(var + eps): the scale is folded into the kernel slice.
+      # s = rsqrt(var + eps): one multiply-add on the conv output. (Folding
+      # g*s into the gathered kernel slice instead measured slower at batch
+      # 1: the slice has more elements than the output on most layers.)
       table = jnp.stack([stats["var"], stats["mean"], params["beta"]], axis=-1)[out_idx]
       scale = winner_g.astype(jnp.float32) * jax.lax.rsqrt(table[..., 0] + eps)
       centre = -table[..., 1] if conv_bias is None else _take(conv_bias, out_idx)[:, 0, 0] - table[..., 1]
       shift = (table[..., 2] + centre * scale).astype(dtype)[:, None, None, :]
-      z = active_conv(xc, weights, in_idx, out_idx, strides, module.padding, alpha,
-                      out_scale=scale)
-      y = z.astype(dtype) + shift
+      z = active_conv(xc, weights, in_idx, out_idx, strides, module.padding, alpha)
+      y = z.astype(dtype) * scale.astype(dtype)[:, None, None, :] + shift
       if residual is not None:
         return act(scatter_channels(y, out_idx, features, sorted_indices=False) + residual), y
       out = act(y)
@@ -227,7 +267,8 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
       with jax.ensure_compile_time_eval():
         zero_fill = float(act(jnp.zeros((), jnp.float32))) == 0.0
       if zero_fill:  # losers are exact zeros: the next layer may skip them
-        tracker.add(dense, ActiveSet(idx=winner_idx, compact=compact))
+        tracker.add(dense, ActiveSet(idx=winner_idx, compact=compact,
+                                     nonnegative=module.activation in _NONNEGATIVE))
     else:
       tracker.add(dense, ActiveSet(mask=mask))
   return dense
