@@ -10,8 +10,10 @@ method loss (FTWT: BCE of the gate logits against the target mask; FBS:
 lasso on the saliency) + backward + optax SGD-momentum update, with the
 state donated. All policies of one model are compiled first and timed in
 interleaved rounds in the same process; each figure is also given as a
-ratio to the dense step. Peak memory is XLA's compiled estimate (arguments
-+ outputs + temporaries).
+ratio to the dense step and to the same network without gates (`x ungated`:
+FBS and FTWT against dense, FBS + CondConv against the ungated CondConv
+network, so it is the gates' own overhead). Peak memory is XLA's compiled
+estimate (arguments + outputs + temporaries).
 """
 
 from __future__ import annotations
@@ -34,8 +36,12 @@ POLICIES = {
     "dense": "dense",
     "fbs": dict(method="fbs", density=0.5),
     "ftwt": dict(method="ftwt", mass=0.9),
+    "condconv": dict(method="dense", experts=4),
     "fbs+condconv": dict(method="fbs", density=0.5, experts=4),
 }
+# The same network without gates: what a policy's gate overhead is measured
+# against (CondConv changes the architecture; its own cost is not the gates').
+UNGATED = {"fbs+condconv": "condconv"}
 
 
 def method_loss(dynamic) -> jax.Array:
@@ -94,11 +100,13 @@ def bench_model(name, args):
   base = times.get("dense")
   rows = []
   for pname, t in times.items():
+    ungated = times.get(UNGATED.get(pname, "dense"))
     rows.append([pname, t * 1e3, args.batch / t, (t / base) if base else float("nan"),
-                 memory[pname] or float("nan")])
+                 (t / ungated) if ungated else float("nan"), memory[pname] or float("nan")])
   print(f"\n{name}: batch {args.batch}, input {args.input}x{args.input}, width x{args.width}, "
         f"{args.dtype}")
-  print(table(["policy", "step ms", "img/s", "x dense", "peak MiB"], rows), flush=True)
+  print(table(["policy", "step ms", "img/s", "x dense", "x ungated", "peak MiB"], rows),
+        flush=True)
 
 
 def main(argv=None):

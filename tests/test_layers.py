@@ -259,3 +259,42 @@ def test_fbs_depthwise_prefers_channels_with_live_input():
   np.testing.assert_array_equal(state["dynamic"]["mask"], np.tile([0, 0, 0, 0, 1, 1, 1, 1], (3, 1)))
   np.testing.assert_array_equal(state["dynamic"]["saliency"][:, :4], 0.0)
   assert float(jnp.abs(out[..., 4:]).sum()) > 0
+
+
+def test_gated_batch_norm_matches_autodiff_of_the_formula():
+  """Forward, running stats and the hand-written backward against flax BN + autodiff."""
+  from dynjax.layers import GatedBatchNorm
+  keys = jax.random.split(jax.random.PRNGKey(7), 4)
+  z = 3.0 * jax.random.normal(keys[0], (3, 4, 5, 6)) + 1.5
+  scale = jax.random.uniform(keys[1], (3, 6)) * (jax.random.uniform(keys[2], (3, 6)) > 0.4)
+  shift = 0.1 * jax.random.normal(keys[3], (3, 6))
+  du = jax.random.normal(jax.random.PRNGKey(8), z.shape)
+  ours, ref = GatedBatchNorm(momentum=0.8, epsilon=1e-3), nn.BatchNorm(
+      momentum=0.8, epsilon=1e-3, use_scale=False, use_bias=False)
+  v_ours = ours.init(jax.random.PRNGKey(0), z, scale, shift, use_running_average=False)
+  v_ref = ref.init(jax.random.PRNGKey(0), z, use_running_average=False)
+  assert jax.tree.map(jnp.shape, v_ours) == jax.tree.map(jnp.shape, v_ref)
+
+  def f_ours(z, scale, shift):
+    u, st = ours.apply(v_ours, z, scale, shift, use_running_average=False,
+                       mutable=["batch_stats"])
+    return jnp.sum(u * du), st
+
+  def f_ref(z, scale, shift):
+    zn, st = ref.apply(v_ref, z, use_running_average=False, mutable=["batch_stats"])
+    return jnp.sum((zn * scale[:, None, None] + shift[:, None, None]) * du), st
+
+  (val, st), grads = jax.jit(jax.value_and_grad(f_ours, argnums=(0, 1, 2), has_aux=True))(
+      z, scale, shift)
+  (val_r, st_r), grads_r = jax.value_and_grad(f_ref, argnums=(0, 1, 2), has_aux=True)(
+      z, scale, shift)
+  np.testing.assert_allclose(val, val_r, rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(st), jax.tree.leaves(st_r)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  for g, g_r in zip(grads, grads_r):
+    np.testing.assert_allclose(g, g_r, rtol=1e-4, atol=1e-5)
+  # Eval mode uses the running statistics.
+  u_eval = ours.apply(st, z, scale, shift, use_running_average=True)
+  zn_eval = ref.apply(st_r, z, use_running_average=True)
+  np.testing.assert_allclose(u_eval, zn_eval * scale[:, None, None] + shift[:, None, None],
+                             rtol=1e-5, atol=1e-6)

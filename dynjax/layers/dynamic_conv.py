@@ -28,6 +28,7 @@ import flax.linen as nn
 
 from dynjax.layers import masks
 from dynjax.layers.condconv import CondConv
+from dynjax.layers.gated_bn import GatedBatchNorm
 from dynjax.layers.gates import FBSSaliency, FTWTGate
 from dynjax.layers.policy import Policy
 
@@ -90,10 +91,9 @@ class DynamicConv(nn.Module):
                    use_bias=self.use_bias, kernel_init=self.kernel_init,
                    dtype=self.dtype, name="conv")(x)
 
-  def _bn(self, train: bool, affine: bool = True) -> nn.BatchNorm:
+  def _bn(self, train: bool) -> nn.BatchNorm:
     return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                        epsilon=self.bn_epsilon, use_scale=affine, use_bias=affine,
-                        dtype=self.dtype, name="bn")
+                        epsilon=self.bn_epsilon, dtype=self.dtype, name="bn")
 
   def _act(self, y: jax.Array) -> jax.Array:
     return y if self.activation is None else self.activation(y)
@@ -120,10 +120,10 @@ class DynamicConv(nn.Module):
       record(self, "saliency", saliency)
       record(self, "mask", mask)
       beta = self.param("beta", nn.initializers.zeros, (features,))
-      zn = self._bn(train, affine=False)(z)
-      m = mask[:, None, None, :].astype(zn.dtype)
-      g = saliency[:, None, None, :].astype(zn.dtype)
-      return self._act(add(m * g * zn + m * beta.astype(zn.dtype)))
+      # m * g * BN_noaffine(z) + m * beta, with a fused backward (gated_bn.py).
+      u = GatedBatchNorm(self.bn_momentum, self.bn_epsilon, dtype=self.dtype, name="bn")(
+          z, mask * saliency, mask * beta, use_running_average=not train)
+      return self._act(add(u))
 
     y = self._bn(train)(z)
     if policy.method != "ftwt":
