@@ -29,6 +29,10 @@ SHAPES = {  # name: (H, C_in, C_out, stride, groups)
     "mcifarnet_conv2 30x30 64->128 /2": (30, 64, 128, 2, 1),
     "mcifarnet_conv3 15x15 128->128": (15, 128, 128, 1, 1),
     "mcifarnet_conv6 8x8 192->192": (8, 192, 192, 1, 1),
+    "resnet56_stage1 32x32 16->16": (32, 16, 16, 1, 1),
+    "resnet56_stage3 8x8 64->64": (8, 64, 64, 1, 1),
+    "resnet18@32_stage3 2x2 256->256": (2, 256, 256, 1, 1),
+    "resnet18@32_stage4 1x1 512->512": (1, 512, 512, 1, 1),
     "depthwise 16x16 256": (16, 256, 256, 1, 256),
 }
 METHODS = ("plain", "batched", "mixture", "im2col", "depthwise")

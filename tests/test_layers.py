@@ -1,5 +1,7 @@
 """DynamicConv and CondConv behaviour on small hand-checkable cases."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,6 +41,35 @@ def test_condconv_equals_per_example_loop(method, cin, cout, groups, stride, pad
         x[b:b + 1], kernel, (stride, stride), padding,
         dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
     np.testing.assert_allclose(out[b], ref[0], atol=2e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("hw,stride,taps", [
+    ((1, 1), 1, [4]), ((1, 3), 1, [3, 4, 5]), ((2, 2), 1, list(range(9))),
+    ((2, 2), 2, [0, 1, 3, 4])])
+def test_im2col_skips_taps_that_only_read_padding(hw, stride, taps):
+  """3x3 SAME taps that never touch the map are dropped; values and gradients unchanged."""
+  from dynjax.layers import condconv
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, *hw, 5))
+  assert condconv.live_taps(x.shape, 3, 3, (stride, stride), "SAME") == taps
+  experts = jax.random.normal(jax.random.PRNGKey(2), (3, 3, 3, 5, 4))
+  alpha = jax.random.uniform(jax.random.PRNGKey(3), (2, 3))
+
+  def loss(fn, x, w, a):
+    return jnp.sum(jnp.sin(fn(x, w, a, (stride, stride), "SAME", 1)))
+
+  for fn in (condconv.condconv_im2col, condconv.condconv_mixture):
+    out = fn(x, experts, alpha, (stride, stride), "SAME", 1)
+    for b in range(2):
+      kernel = jnp.tensordot(alpha[b], experts, axes=1)
+      ref = jax.lax.conv_general_dilated(x[b:b + 1], kernel, (stride, stride), "SAME",
+                                         dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      np.testing.assert_allclose(out[b], ref[0], atol=2e-5, rtol=1e-4)
+  grads = jax.grad(functools.partial(loss, condconv.condconv_im2col), argnums=(0, 1, 2))(
+      x, experts, alpha)
+  grads_ref = jax.grad(functools.partial(loss, condconv.condconv_mixture), argnums=(0, 1, 2))(
+      x, experts, alpha)
+  for g, g_ref in zip(grads, grads_ref):
+    np.testing.assert_allclose(g, g_ref, atol=1e-4, rtol=1e-4)
 
 
 def test_condconv_bias_and_jit_and_grad():

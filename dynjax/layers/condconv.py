@@ -131,6 +131,30 @@ def condconv_batched(x, experts, alpha, strides, padding, groups):
   return jnp.transpose(y.reshape(ho, wo, batch, cout), (2, 0, 1, 3))
 
 
+def _pads(h, w, kh, kw, strides, padding):
+  if isinstance(padding, str):
+    return jax.lax.padtype_to_pads((h, w), (kh, kw), strides, padding)
+  return padding
+
+
+def live_taps(x_shape, kh, kw, strides, padding) -> list[int]:
+  """Taps (row-major `i * kw + j`) whose window reads at least one real input.
+
+  A tap that only ever lands on padding contributes exactly zero (e.g. the
+  eight outer taps of a 3x3 SAME convolution on a 1x1 map), so its patches
+  and kernel rows can be skipped.
+  """
+  h, w = x_shape[1:3]
+  (top, bottom), (left, right) = _pads(h, w, kh, kw, strides, padding)
+  ho = (h + top + bottom - kh) // strides[0] + 1
+  wo = (w + left + right - kw) // strides[1] + 1
+  rows = [i for i in range(kh)
+          if any(top <= i + strides[0] * y < top + h for y in range(ho))]
+  cols = [j for j in range(kw)
+          if any(left <= j + strides[1] * v < left + w for v in range(wo))]
+  return [i * kw + j for i in rows for j in cols]
+
+
 def shifted_windows(x, kh, kw, strides, padding) -> list[jax.Array]:
   """The kh*kw strided input windows a convolution multiplies by each tap.
 
@@ -142,10 +166,7 @@ def shifted_windows(x, kh, kw, strides, padding) -> list[jax.Array]:
     input: window (i, j) holds `x_pad[n, i + sh*y, j + sw*x, c]`.
   """
   h, w, channels = x.shape[1:]
-  if isinstance(padding, str):
-    pads = jax.lax.padtype_to_pads((h, w), (kh, kw), strides, padding)
-  else:
-    pads = padding
+  pads = _pads(h, w, kh, kw, strides, padding)
   xp = jnp.pad(x, ((0, 0), tuple(pads[0]), tuple(pads[1]), (0, 0)))
   ho = (xp.shape[1] - kh) // strides[0] + 1
   wo = (xp.shape[2] - kw) // strides[1] + 1
@@ -202,14 +223,19 @@ def condconv_im2col(x, experts, alpha, strides, padding, groups):
   n, kh, kw, cin_g, cout = experts.shape
   batch = x.shape[0]
   cout_g = cout // groups
-  patches = jnp.stack(shifted_windows(x, kh, kw, strides, padding), axis=3)
+  taps = live_taps(x.shape, kh, kw, strides, padding)  # exact: the others read padding only
+  windows = shifted_windows(x, kh, kw, strides, padding)
+  patches = jnp.stack([windows[t] for t in taps], axis=3)
   ho, wo = patches.shape[1:3]
-  patches = patches.reshape(batch, ho * wo, kh * kw, groups, cin_g)
-  kernels = mix_kernels(experts, alpha).reshape(batch, kh * kw, cin_g, groups, cout_g)
+  patches = patches.reshape(batch, ho * wo, len(taps), groups, cin_g)
+  if len(taps) < kh * kw:
+    flat = experts.reshape(n, kh * kw, cin_g, cout)
+    experts = jnp.stack([flat[:, t] for t in taps], axis=1)
+  kernels = mix_kernels(experts, alpha).reshape(batch, len(taps), cin_g, groups, cout_g)
   kernels = kernels.astype(x.dtype)
   if groups == 1:  # one plain batched matmul over (tap, c_in)
-    y = jnp.einsum("bpk,bko->bpo", patches.reshape(batch, ho * wo, kh * kw * cin_g),
-                   kernels.reshape(batch, kh * kw * cin_g, cout_g))
+    y = jnp.einsum("bpk,bko->bpo", patches.reshape(batch, ho * wo, len(taps) * cin_g),
+                   kernels.reshape(batch, len(taps) * cin_g, cout_g))
   else:
     y = jnp.einsum("bptgc,btcgo->bpgo", patches, kernels)
   return y.reshape(batch, ho, wo, cout)
