@@ -146,7 +146,8 @@ def run(args):
         static = models.create(args.model, dynamic=dict(method="static", density=d), **kw)
         static_fn = jax.jit(functools.partial(static.apply, train=False))
         fns[f"{name} static"] = functools.partial(static_fn, random_variables(static, x, key), x)
-      sparse_macs = count_macs(jax.make_jaxpr(sparse._fn)(variables, x[:1]))
+      # Per image, traced at this batch size (the executor's choices depend on it).
+      sparse_macs = count_macs(jax.make_jaxpr(sparse._fn)(variables, x)) / batch
       frac = active_fraction(model, variables, x) if base == "ftwt" else d
       memory[f"{name} sparse"] = compiled_memory_mib(sparse._fn, variables, x)
       info[name] = (dense_macs / sparse_macs, frac)

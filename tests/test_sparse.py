@@ -92,6 +92,9 @@ def test_mcifarnet_sparse_equals_masked_dense(policy):
   np.testing.assert_allclose(executor(variables, x), ref, rtol=1e-4, atol=1e-6)
   if policy == dict(method="fbs", density=0.5):  # batch 1: the single-convolution path
     np.testing.assert_allclose(executor(variables, x[:1]), ref[:1], rtol=1e-4, atol=1e-6)
+  if policy["method"] == "fbs":  # every layer through its full convolution instead
+    full = SparseExecutor(model, dense_above=0.0)
+    np.testing.assert_allclose(full(variables, x), ref, rtol=1e-4, atol=1e-6)
   if policy["method"] == "ftwt":  # the gates really produce partial masks
     fractions = [float(m.mean()) for m in jax.tree.leaves(state["dynamic"])
                  if m.ndim == 2 and set(np.unique(m)) <= {0.0, 1.0}]
@@ -109,6 +112,14 @@ def test_fbs_executor_convolves_only_winners():
                                for c_in, c_out in zip(widths, widths[1:])]
   assert kernels[:8] == expected
   assert kernels[8] == (1, 1, 24, 10)  # logits: ungated
+  # Layers that prune too little for the gathers to pay run their full convolution.
+  jaxpr = jax.make_jaxpr(lambda v, x: sparse_apply(model, v, x, dense_above=0.4))(variables, x)
+  kernels = [e.invars[1].aval.shape for e in jaxpr.eqns
+             if e.primitive.name == "conv_general_dilated"]
+  assert kernels[:8] == [(3, 3, 3, 8)] + [(3, 3, c_in, c_out)
+                                          for c_in, c_out in zip(widths, widths[1:])]
+  with pytest.raises(ValueError, match="dense_above"):
+    SparseExecutor(model, dense_above=1.5)
 
 
 class _ResidualNet(nn.Module):

@@ -21,7 +21,9 @@ Per gated layer (groups == 1):
   channels are used.
 - Convolution of the gathered kernel slice (`active_conv`), then batch norm
   with running statistics and the gating folded into a per-channel affine on
-  the survivors, then the activation.
+  the survivors, then the activation. An FBS layer that prunes little (keeps
+  more than `dense_above` of its output channels) runs its full convolution
+  and masks it instead, which is faster there.
 
 The result is the dense output with zeros (the model's own code continues
 on it); when the next gated layer consumes it directly, the compact form is
@@ -41,6 +43,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from dynjax.layers.condconv import condconv_im2col, conv_nhwc
 from dynjax.layers.dynamic_conv import DynamicConv
 from dynjax.layers.masks import num_winners
 from dynjax.layers.policy import Policy
@@ -48,6 +51,11 @@ from dynjax.sparse.active_conv import (active_conv, active_indices, bucket_sizes
                                        gather_channels, scatter_channels)
 
 DEFAULT_BUCKETS = (0.25, 0.5, 0.75, 1.0)
+# An FBS layer keeping more than this fraction of its output channels runs
+# its full convolution and masks it instead: the channel selection costs more
+# than it saves. Measured on XLA CPU for M-CifarNet (docs/performance.md):
+# the sparse path wins from d <= 0.7 at batch 1 and from d <= 0.5 at batch 64.
+DENSE_ABOVE = {"batch1": 0.8, "batched": 0.6}
 # Activations whose output is never negative.
 _NONNEGATIVE = (nn.relu, jax.nn.relu, nn.relu6, jax.nn.relu6)
 
@@ -93,13 +101,16 @@ def _pair(v) -> tuple[int, int]:
 def _spatial_mean(t: jax.Array, absolute: bool = False) -> jax.Array:
   """Mean over H, W of `[N, H, W, C]` (of `|t|` if `absolute`) -> `[N, C]`.
 
-  Computed as a matrix-vector product: XLA CPU runs it several times faster
-  than the equivalent reduction over the non-minor H, W axes.
+  At batch 1 as a matrix-vector product, which XLA CPU ran about twice as fast
+  as the reduction over the non-minor H, W axes (30x30x32: 12 vs 25 us). For
+  larger batches the reduction: in M-CifarNet at batch 64 the copies of `|t|`
+  the batched matvec needed took 11.6 ms per forward, the reductions 4.2 ms.
   """
   n, h, w, c = t.shape
-  v = t.reshape(n, h * w, c)
-  v = jnp.abs(v) if absolute else v
-  return jnp.matmul(jnp.full((1, h * w), 1.0 / (h * w), t.dtype), v)[:, 0]
+  v = jnp.abs(t) if absolute else t
+  if n > 1:
+    return jnp.mean(v, axis=(1, 2))
+  return jnp.matmul(jnp.full((1, h * w), 1.0 / (h * w), t.dtype), v.reshape(n, h * w, c))[:, 0]
 
 
 def _pooled(x, active: ActiveSet | None, reduce: Callable) -> tuple[jax.Array, jax.Array | None]:
@@ -152,7 +163,8 @@ def _take(v: jax.Array, idx: jax.Array) -> jax.Array:
 
 
 def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array | None,
-                        tracker: _Tracker, fractions: Sequence[float]) -> jax.Array:
+                        tracker: _Tracker, fractions: Sequence[float],
+                        dense_above: float | None = None) -> jax.Array:
   """Eval-mode `DynamicConv` output computing only active channels.
 
   Args:
@@ -161,6 +173,9 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
     residual: optional residual of the output shape.
     tracker: active sets of earlier gated outputs (updated with this one).
     fractions: FTWT bucket fractions.
+    dense_above: FBS layers keeping more than this fraction of their output
+      channels run their full convolution and mask it (None: `DENSE_ABOVE`
+      by batch size).
 
   Returns:
     The dense output `[N, H', W', C]`, equal to `module(x, train=False,
@@ -222,6 +237,9 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
   strides = _pair(module.strides)
   eps = module.bn_epsilon
 
+  if dense_above is None:
+    dense_above = DENSE_ABOVE["batch1" if x.shape[0] == 1 else "batched"]
+
   def branch(k_in: int, k_out: int):
     xc, in_idx = gather_input(k_in)
     out_idx, valid = out_indices(k_out)
@@ -234,6 +252,16 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
       scale = winner_g.astype(jnp.float32) * jax.lax.rsqrt(table[..., 0] + eps)
       centre = -table[..., 1] if conv_bias is None else _take(conv_bias, out_idx)[:, 0, 0] - table[..., 1]
       shift = (table[..., 2] + centre * scale).astype(dtype)[:, None, None, :]
+      if k_out / features > dense_above:
+        # Full convolution, then the folded affine with zeros for the losers:
+        # stays dense (gathering or scattering activations costs more here).
+        full = (conv_nhwc(x, weights.astype(x.dtype), strides, module.padding, 1)
+                if alpha is None else
+                condconv_im2col(x, weights, alpha, strides, module.padding, 1))
+        spread = lambda v: scatter_channels(v.astype(dtype), out_idx, features,
+                                            sorted_indices=False)[:, None, None, :]
+        y = full.astype(dtype) * spread(scale) + spread(shift[:, 0, 0, :])
+        return act(y if residual is None else y + residual), None
       z = active_conv(xc, weights, in_idx, out_idx, strides, module.padding, alpha)
       y = z.astype(dtype) * scale.astype(dtype)[:, None, None, :] + shift
       if residual is not None:
@@ -266,7 +294,7 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
     if policy.method == "fbs":
       with jax.ensure_compile_time_eval():
         zero_fill = float(act(jnp.zeros((), jnp.float32))) == 0.0
-      if zero_fill:  # losers are exact zeros: the next layer may skip them
+      if zero_fill and compact is not None:  # losers are exact zeros: the next layer may skip them
         tracker.add(dense, ActiveSet(idx=winner_idx, compact=compact,
                                      nonnegative=module.activation in _NONNEGATIVE))
     else:
@@ -274,7 +302,7 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
   return dense
 
 
-def _intercept(tracker: _Tracker, fractions, next_fun, args, kwargs, context):
+def _intercept(tracker: _Tracker, fractions, dense_above, next_fun, args, kwargs, context):
   module = context.module
   if not isinstance(module, DynamicConv) or context.method_name != "__call__":
     return next_fun(*args, **kwargs)
@@ -283,11 +311,13 @@ def _intercept(tracker: _Tracker, fractions, next_fun, args, kwargs, context):
   policy = Policy.create(module.policy)
   if bound.get("train", False) or not policy.gated or module.feature_group_count != 1:
     return next_fun(*args, **kwargs)
-  return sparse_dynamic_conv(module, bound["x"], bound.get("residual"), tracker, fractions)
+  return sparse_dynamic_conv(module, bound["x"], bound.get("residual"), tracker, fractions,
+                             dense_above)
 
 
 def sparse_apply(model: nn.Module, variables, x: jax.Array, *,
-                 bucket_fractions: Sequence[float] = DEFAULT_BUCKETS, **apply_kwargs):
+                 bucket_fractions: Sequence[float] = DEFAULT_BUCKETS,
+                 dense_above: float | None = None, **apply_kwargs):
   """Eval-mode `model.apply(variables, x, train=False)`, active channels only.
 
   Args:
@@ -297,6 +327,10 @@ def sparse_apply(model: nn.Module, variables, x: jax.Array, *,
     bucket_fractions: FTWT active-count buckets, as fractions of each
       layer's width (C is always a bucket). Fewer buckets, fewer compiled
       branches; finer buckets, less padding work.
+    dense_above: an FBS layer keeping more than this fraction of its output
+      channels runs its full convolution and masks it (same result; faster
+      where little is pruned). None: `DENSE_ABOVE` for the batch size; 1.0:
+      every layer sparse; 0.0: every FBS layer dense.
     **apply_kwargs: passed to `model.apply`.
 
   Returns:
@@ -304,7 +338,10 @@ def sparse_apply(model: nn.Module, variables, x: jax.Array, *,
     tolerance. Traceable: wrap in `jax.jit` (or use `SparseExecutor`).
   """
   tracker = _Tracker()
-  with nn.intercept_methods(functools.partial(_intercept, tracker, tuple(bucket_fractions))):
+  if dense_above is not None and not 0.0 <= dense_above <= 1.0:
+    raise ValueError(f"dense_above must be in [0, 1], got {dense_above!r}")
+  intercept = functools.partial(_intercept, tracker, tuple(bucket_fractions), dense_above)
+  with nn.intercept_methods(intercept):
     return model.apply(variables, x, train=False, **apply_kwargs)
 
 
@@ -316,12 +353,16 @@ class SparseExecutor:
     logits = executor(variables, images)   # [N, num_classes]
   """
 
-  def __init__(self, model: nn.Module, bucket_fractions: Sequence[float] = DEFAULT_BUCKETS):
+  def __init__(self, model: nn.Module, bucket_fractions: Sequence[float] = DEFAULT_BUCKETS,
+               dense_above: float | None = None):
     bucket_sizes(1, bucket_fractions)  # validate early
+    if dense_above is not None and not 0.0 <= dense_above <= 1.0:
+      raise ValueError(f"dense_above must be in [0, 1], got {dense_above!r}")
     self.model = model
     self.bucket_fractions = tuple(bucket_fractions)
     self._fn = jax.jit(functools.partial(sparse_apply, model,
-                                         bucket_fractions=self.bucket_fractions))
+                                         bucket_fractions=self.bucket_fractions,
+                                         dense_above=dense_above))
 
   def __call__(self, variables, x: jax.Array) -> jax.Array:
     return self._fn(variables, x)
