@@ -54,8 +54,10 @@ DEFAULT_BUCKETS = (0.25, 0.5, 0.75, 1.0)
 # An FBS layer keeping more than this fraction of its output channels runs
 # its full convolution and masks it instead: the channel selection costs more
 # than it saves. Measured on XLA CPU for M-CifarNet (docs/performance.md):
-# the sparse path wins from d <= 0.7 at batch 1 and from d <= 0.5 at batch 64.
-DENSE_ABOVE = {"batch1": 0.8, "batched": 0.6}
+# the sparse path wins from d <= 0.7 at batch 1 and from d <= 0.5 at batch 64,
+# and with CondConv (whose sparse path also mixes the sliced experts) from
+# d <= 0.5 at both.
+DENSE_ABOVE = {"batch1": 0.8, "batched": 0.6, "condconv": 0.6}
 # Activations whose output is never negative.
 _NONNEGATIVE = (nn.relu, jax.nn.relu, nn.relu6, jax.nn.relu6)
 
@@ -175,7 +177,7 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
     fractions: FTWT bucket fractions.
     dense_above: FBS layers keeping more than this fraction of their output
       channels run their full convolution and mask it (None: `DENSE_ABOVE`
-      by batch size).
+      by batch size and CondConv).
 
   Returns:
     The dense output `[N, H', W', C]`, equal to `module(x, train=False,
@@ -238,7 +240,8 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
   eps = module.bn_epsilon
 
   if dense_above is None:
-    dense_above = DENSE_ABOVE["batch1" if x.shape[0] == 1 else "batched"]
+    dense_above = DENSE_ABOVE["condconv" if policy.experts else
+                              "batch1" if x.shape[0] == 1 else "batched"]
 
   def branch(k_in: int, k_out: int):
     xc, in_idx = gather_input(k_in)
@@ -329,8 +332,8 @@ def sparse_apply(model: nn.Module, variables, x: jax.Array, *,
       branches; finer buckets, less padding work.
     dense_above: an FBS layer keeping more than this fraction of its output
       channels runs its full convolution and masks it (same result; faster
-      where little is pruned). None: `DENSE_ABOVE` for the batch size; 1.0:
-      every layer sparse; 0.0: every FBS layer dense.
+      where little is pruned). None: `DENSE_ABOVE` (by batch size and
+      CondConv); 1.0: every layer sparse; 0.0: every FBS layer dense.
     **apply_kwargs: passed to `model.apply`.
 
   Returns:
