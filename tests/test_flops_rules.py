@@ -142,3 +142,13 @@ def test_bad_convention_is_a_clear_error():
     report.under("thop")
   with pytest.raises(ValueError, match="density"):
     report.under("fbs_condconv_paper")
+
+
+def test_elementwise_sample_axis_prefers_a_plain_axis_over_a_folded_one():
+  """At batch 1 a folded axis (e.g. a CondConv output) and a plain one both fit; order must not matter."""
+  from dynjax.flops import graph as G
+  folded, plain = (3, 4), (0, 1)  # sample axis folded into channels (blocks of 4) / plain axis 0
+  shapes = [(1, 5, 5, 4), (1, 1, 1, 4)]
+  for locs, shp in (([folded, plain], shapes), ([plain, folded], shapes[::-1])):
+    node = G.Node(jax.lax.mul_p, (0, 1), (2,), {}, "")
+    assert G.node_out_locs(node, locs, shp, [(1, 5, 5, 4)]) == [plain]

@@ -267,10 +267,14 @@ def node_out_locs(node: Node, locs: Sequence, shapes: Sequence, out_shapes) -> l
   # Anything else: an output with the operand's rank and the same extent on
   # the sample axis keeps it (elementwise ops, slices along other axes,
   # top_k over the last axis, scan carries, ...).
+  # Operands whose sample axis is a plain axis (block 1) are preferred over
+  # ones where it is folded into another axis: at batch 1 both describe the
+  # same tensor, but only the plain one survives later reductions and dots.
+  candidates = sorted(zip(locs, shapes), key=lambda ls: ls[0] is None or ls[0][1] != 1)
   result = []
   for out in out_shapes:
     match = None
-    for l, s in zip(locs, shapes):
+    for l, s in candidates:
       if l is not None and len(out) == len(s) and out[l[0]] == s[l[0]]:
         match = l
         break

