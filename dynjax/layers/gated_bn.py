@@ -27,11 +27,16 @@ def _norm(z, mean, rstd):
   return (z.astype(jnp.float32) - mean) * rstd
 
 
-@jax.custom_vjp
-def _gated_bn_train(z, mean, rstd, scale, shift):
-  """`scale * (z - mean) * rstd + shift` where mean/rstd are z's batch statistics."""
+def _gated_bn(z, mean, rstd, scale, shift):
+  """`scale * (z - mean) * rstd + shift` in float32, cast back to z's dtype."""
   zn = _norm(z, mean, rstd)
   return (zn * scale[:, None, None, :] + shift[:, None, None, :]).astype(z.dtype)
+
+
+@jax.custom_vjp
+def _gated_bn_train(z, mean, rstd, scale, shift):
+  """`_gated_bn` where mean/rstd are z's batch statistics (the backward relies on it)."""
+  return _gated_bn(z, mean, rstd, scale, shift)
 
 
 def _fwd(z, mean, rstd, scale, shift):
@@ -91,8 +96,7 @@ class GatedBatchNorm(nn.Module):
     shift = shift.astype(jnp.float32)
     if use_running_average:
       rstd = jax.lax.rsqrt(ra_var.value + self.epsilon)
-      u = _norm(z, ra_mean.value, rstd) * scale[:, None, None, :] + shift[:, None, None, :]
-      return u.astype(dtype)
+      return _gated_bn(z, ra_mean.value, rstd, scale, shift)
     zf = jax.lax.stop_gradient(z).astype(jnp.float32)
     mean = jnp.mean(zf, axis=(0, 1, 2))
     var = jnp.maximum(0.0, jnp.mean(jnp.square(zf), axis=(0, 1, 2)) - jnp.square(mean))

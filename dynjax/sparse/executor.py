@@ -96,6 +96,11 @@ class _Tracker:
     return None
 
 
+def _check_dense_above(dense_above: float | None) -> None:
+  if dense_above is not None and not 0.0 <= dense_above <= 1.0:
+    raise ValueError(f"dense_above must be in [0, 1], got {dense_above!r}")
+
+
 def _pair(v) -> tuple[int, int]:
   return (v, v) if isinstance(v, int) else tuple(v)
 
@@ -254,7 +259,7 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
       table = jnp.stack([stats["var"], stats["mean"], params["beta"]], axis=-1)[out_idx]
       scale = winner_g.astype(jnp.float32) * jax.lax.rsqrt(table[..., 0] + eps)
       centre = -table[..., 1] if conv_bias is None else _take(conv_bias, out_idx)[:, 0, 0] - table[..., 1]
-      shift = (table[..., 2] + centre * scale).astype(dtype)[:, None, None, :]
+      shift = (table[..., 2] + centre * scale).astype(dtype)
       if k_out / features > dense_above:
         # Full convolution, then the folded affine with zeros for the losers:
         # stays dense (gathering or scattering activations costs more here).
@@ -263,10 +268,10 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
                 condconv_im2col(x, weights, alpha, strides, module.padding, 1))
         spread = lambda v: scatter_channels(v.astype(dtype), out_idx, features,
                                             sorted_indices=False)[:, None, None, :]
-        y = full.astype(dtype) * spread(scale) + spread(shift[:, 0, 0, :])
+        y = full.astype(dtype) * spread(scale) + spread(shift)
         return act(y if residual is None else y + residual), None
       z = active_conv(xc, weights, in_idx, out_idx, strides, module.padding, alpha)
-      y = z.astype(dtype) * scale.astype(dtype)[:, None, None, :] + shift
+      y = z.astype(dtype) * scale.astype(dtype)[:, None, None, :] + shift[:, None, None, :]
       if residual is not None:
         return act(scatter_channels(y, out_idx, features, sorted_indices=False) + residual), y
       out = act(y)
@@ -341,8 +346,7 @@ def sparse_apply(model: nn.Module, variables, x: jax.Array, *,
     tolerance. Traceable: wrap in `jax.jit` (or use `SparseExecutor`).
   """
   tracker = _Tracker()
-  if dense_above is not None and not 0.0 <= dense_above <= 1.0:
-    raise ValueError(f"dense_above must be in [0, 1], got {dense_above!r}")
+  _check_dense_above(dense_above)
   intercept = functools.partial(_intercept, tracker, tuple(bucket_fractions), dense_above)
   with nn.intercept_methods(intercept):
     return model.apply(variables, x, train=False, **apply_kwargs)
@@ -359,8 +363,7 @@ class SparseExecutor:
   def __init__(self, model: nn.Module, bucket_fractions: Sequence[float] = DEFAULT_BUCKETS,
                dense_above: float | None = None):
     bucket_sizes(1, bucket_fractions)  # validate early
-    if dense_above is not None and not 0.0 <= dense_above <= 1.0:
-      raise ValueError(f"dense_above must be in [0, 1], got {dense_above!r}")
+    _check_dense_above(dense_above)
     self.model = model
     self.bucket_fractions = tuple(bucket_fractions)
     self._fn = jax.jit(functools.partial(sparse_apply, model,
