@@ -84,6 +84,8 @@ def get_config() -> ml_collections.ConfigDict:
       gate_softmax=True,      # FTWT gate softmax over pooled channels
       gate_ste=False,         # FTWT straight-through to the gate (off = official)
       mask_after_residual=False,  # FTWT ResNet `gtafterblock`
+      fbs_ties="exact_k",     # FBS winners: exact_k (exactly k) | strict (official code)
+      fbs_predictor_act="relu",  # FBS predictor activation: relu | layer
   ))
 
   # Data. name: digits (offline, sklearn) | cifar10 | imagenet2012 | npz.

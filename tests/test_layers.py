@@ -329,3 +329,93 @@ def test_gated_batch_norm_matches_autodiff_of_the_formula():
   zn_eval = ref.apply(st_r, z, use_running_average=True)
   np.testing.assert_allclose(u_eval, zn_eval * scale[:, None, None] + shift[:, None, None],
                              rtol=1e-5, atol=1e-6)
+
+
+def test_fbs_strict_ties_silence_zero_saliency_winners():
+  """With a dead predictor (g = 0 everywhere) exact_k emits act(beta) on k channels; strict emits 0."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 5, 5, 3))
+  outs = {}
+  for ties in ("exact_k", "strict"):
+    layer = DynamicConv(8, policy=dict(method="fbs", density=0.5, fbs_ties=ties))
+    variables = layer.init(jax.random.PRNGKey(1), x)
+    params = jax.tree_util.tree_map_with_path(
+        lambda p, v: -jnp.ones_like(v) if "predictor" in str(p) and "bias" in str(p) else v,
+        variables["params"])
+    params["beta"] = jnp.full((8,), 0.5)
+    outs[ties], state = layer.apply(dict(variables, params=params), x, mutable=["dynamic"])
+    mask = state["dynamic"]["mask"]
+    np.testing.assert_array_equal(state["dynamic"]["saliency"], 0.0)
+    np.testing.assert_array_equal(mask.sum(-1), [4, 4] if ties == "exact_k" else [0, 0])
+  np.testing.assert_allclose(outs["exact_k"].max(), 0.5)  # relu(beta) on the 4 "winners"
+  np.testing.assert_array_equal(outs["strict"], 0.0)
+
+
+def test_fbs_predictor_takes_the_layer_activation_when_asked():
+  x = jax.random.normal(jax.random.PRNGKey(0), (3, 4, 4, 5))
+  records = {}
+  for act in ("relu", "layer"):
+    layer = DynamicConv(6, policy=dict(method="fbs", density=0.5, fbs_predictor_act=act),
+                        activation=nn.swish)
+    variables = layer.init(jax.random.PRNGKey(1), x)
+    params = dict(variables["params"])
+    # A predictor bias of -0.5 makes some pre-activations negative.
+    params["predictor"] = jax.tree.map(lambda v: v, params["predictor"])
+    params["predictor"]["fc"]["bias"] = jnp.full((6,), -0.5)
+    _, state = layer.apply(dict(variables, params=params), x, mutable=["dynamic"])
+    records[act] = state["dynamic"]["saliency"]
+  fc = params["predictor"]["fc"]
+  pre = jnp.mean(jnp.abs(x), axis=(1, 2)) @ fc["kernel"] + fc["bias"]
+  np.testing.assert_allclose(records["relu"], nn.relu(pre), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(records["layer"], nn.swish(pre), rtol=1e-5, atol=1e-6)
+  assert float(records["layer"].min()) < 0.0
+
+
+def test_torch_batch_norm_running_variance_matches_pytorch():
+  """Forward, running mean/var (unbiased, n/(n-1)) and eval output against torch.nn.BatchNorm2d."""
+  torch = pytest.importorskip("torch")
+  from dynjax.layers.gated_bn import TorchBatchNorm
+  z = 2.0 * jax.random.normal(jax.random.PRNGKey(3), (4, 2, 3, 5)) + 0.7
+  bn = TorchBatchNorm(momentum=0.9, epsilon=1e-5)
+  variables = bn.init(jax.random.PRNGKey(0), z, use_running_average=False)
+  params = {"scale": jnp.linspace(0.5, 1.5, 5), "bias": jnp.linspace(-0.2, 0.2, 5)}
+  variables = dict(variables, params=params)
+  tb = torch.nn.BatchNorm2d(5, eps=1e-5, momentum=0.1)
+  with torch.no_grad():
+    tb.weight.copy_(torch.tensor(np.asarray(params["scale"])))
+    tb.bias.copy_(torch.tensor(np.asarray(params["bias"])))
+  zt = torch.tensor(np.asarray(z)).permute(0, 3, 1, 2)
+  state = variables
+  for _ in range(2):
+    y, new = bn.apply(state, z, use_running_average=False, mutable=["batch_stats"])
+    state = dict(state, **new)
+    yt = tb.train()(zt).permute(0, 2, 3, 1).detach().numpy()
+    np.testing.assert_allclose(y, yt, rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(state["batch_stats"]["mean"], tb.running_mean.numpy(), rtol=1e-6)
+  np.testing.assert_allclose(state["batch_stats"]["var"], tb.running_var.numpy(), rtol=1e-6)
+  y_eval = bn.apply(state, z, use_running_average=True)
+  np.testing.assert_allclose(y_eval, tb.eval()(zt).permute(0, 2, 3, 1).detach().numpy(),
+                             rtol=1e-5, atol=1e-5)
+  # Flax's own BatchNorm would have stored the biased variance.
+  flax_bn = nn.BatchNorm(momentum=0.9, epsilon=1e-5)
+  _, flax_state = flax_bn.apply(flax_bn.init(jax.random.PRNGKey(0), z, use_running_average=False),
+                                z, use_running_average=False, mutable=["batch_stats"])
+  assert not np.allclose(flax_state["batch_stats"]["var"], 0.9 + 0.1 * np.var(
+      np.asarray(z), axis=(0, 1, 2), ddof=1), rtol=1e-6)
+
+
+@pytest.mark.parametrize("experts", [0, 2])
+def test_gated_and_dense_bn_running_variance_unbiased_like_pytorch(experts):
+  """DynamicConv with bn_unbiased_var stores var * M/(M-1) for dense and FBS layers."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 3, 3, 4))
+  for method in ("dense", "fbs"):
+    stats = {}
+    for unbiased in (False, True):
+      layer = DynamicConv(6, policy=dict(method=method, density=0.5, experts=experts),
+                          bn_unbiased_var=unbiased, bn_momentum=0.0)
+      variables = layer.init(jax.random.PRNGKey(1), x)
+      _, new = layer.apply(variables, x, train=True, mutable=["batch_stats", "dynamic"])
+      stats[unbiased] = new["batch_stats"]["bn"]
+    count = 2 * 3 * 3
+    np.testing.assert_allclose(stats[True]["var"], stats[False]["var"] * count / (count - 1),
+                               rtol=1e-5)
+    np.testing.assert_allclose(stats[True]["mean"], stats[False]["mean"], rtol=1e-6)

@@ -33,6 +33,24 @@ def test_wta_mask_jit_batched_and_no_gradient():
     masks.wta_mask(scores, 0)
 
 
+def test_strict_wta_mask_follows_the_official_tie_rule():
+  scores = jnp.array([[0.1, 0.9, 0.5, 0.7],    # no ties: the same 2 winners as wta_mask
+                      [1.0, 1.0, 1.0, 1.0],    # all tied: nobody is above the 3rd value
+                      [0.2, 0.5, 0.5, 0.1],    # tie at the k-th place: both above 0.2 win
+                      [0.0, 0.3, 0.0, 0.0],    # one positive score: zeros lose
+                      [0.4, 0.5, 0.5, 0.5]])   # tie across the k-th and (k+1)-th: none win
+  mask = masks.strict_wta_mask(scores, 2)
+  np.testing.assert_array_equal(mask, [[0, 1, 0, 1], [0, 0, 0, 0], [0, 1, 1, 0], [0, 1, 0, 0],
+                                       [0, 0, 0, 0]])
+  np.testing.assert_array_equal(masks.fbs_mask(scores, 2, "exact_k"), masks.wta_mask(scores, 2))
+  np.testing.assert_array_equal(masks.fbs_mask(scores, 2, "strict"), mask)
+  np.testing.assert_array_equal(masks.strict_wta_mask(scores, 4), jnp.ones_like(scores))
+  grad = jax.grad(lambda s: jnp.sum(masks.strict_wta_mask(s, 2) * 3.0))(scores)
+  np.testing.assert_array_equal(grad, 0.0)
+  with pytest.raises(ValueError, match="tie rule"):
+    masks.fbs_mask(scores, 2, "loose")
+
+
 @pytest.mark.parametrize("d,c,k", [(1.0, 64, 64), (0.5, 64, 32), (0.3, 64, 20),
                                    (0.7, 10, 7), (0.25, 192, 48), (0.01, 10, 1)])
 def test_num_winners_is_ceil(d, c, k):

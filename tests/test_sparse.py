@@ -83,7 +83,8 @@ def _model_case(policy, batch=3):
     dict(method="fbs", density=0.25),
     dict(method="fbs", density=0.5, experts=2),
     dict(method="ftwt", mass=0.9),
-], ids=["fbs0.5", "fbs0.25", "fbs-condconv", "ftwt"])
+    dict(method="fbs", density=0.25, fbs_ties="strict", fbs_predictor_act="layer"),
+], ids=["fbs0.5", "fbs0.25", "fbs-condconv", "ftwt", "fbs-strict-layer-act"])
 def test_mcifarnet_sparse_equals_masked_dense(policy):
   model, variables, x = _model_case(policy, batch=2 if policy.get("experts") else 3)
   ref, state = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["dynamic"]))(

@@ -28,7 +28,7 @@ import flax.linen as nn
 
 from dynjax.layers import masks
 from dynjax.layers.condconv import CondConv
-from dynjax.layers.gated_bn import GatedBatchNorm
+from dynjax.layers.gated_bn import GatedBatchNorm, TorchBatchNorm
 from dynjax.layers.gates import FBSSaliency, FTWTGate
 from dynjax.layers.policy import Policy
 
@@ -54,6 +54,8 @@ class DynamicConv(nn.Module):
     bn_momentum, bn_epsilon: Flax BatchNorm settings (Flax momentum = 1 -
       PyTorch momentum).
     dtype: computation dtype (e.g. jnp.bfloat16); params stay float32.
+    bn_unbiased_var: update BN running variances with the unbiased batch
+      variance, as PyTorch does (models ported from PyTorch code set it).
 
   Call: `x: [N, H, W, C_in]`, `train: bool`, optional `residual` of the output
   shape, added after BN (and gating) and before the activation. With an FTWT
@@ -74,6 +76,7 @@ class DynamicConv(nn.Module):
   bn_momentum: float = 0.9
   bn_epsilon: float = 1e-5
   dtype: jnp.dtype | None = None
+  bn_unbiased_var: bool = False
 
   def _policy(self) -> Policy:
     return Policy.create(self.policy)
@@ -91,7 +94,10 @@ class DynamicConv(nn.Module):
                    use_bias=self.use_bias, kernel_init=self.kernel_init,
                    dtype=self.dtype, name="conv")(x)
 
-  def _bn(self, train: bool) -> nn.BatchNorm:
+  def _bn(self, train: bool) -> nn.Module:
+    if self.bn_unbiased_var:
+      bn = TorchBatchNorm(self.bn_momentum, self.bn_epsilon, dtype=self.dtype, name="bn")
+      return lambda z: bn(z, use_running_average=not train)
     return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                         epsilon=self.bn_epsilon, dtype=self.dtype, name="bn")
 
@@ -107,7 +113,10 @@ class DynamicConv(nn.Module):
     add = (lambda y: y) if residual is None else (lambda y: y + residual)
 
     if policy.method == "fbs":
-      saliency = FBSSaliency(features, dtype=self.dtype, name="predictor")(x)
+      predictor_act = (nn.relu if policy.fbs_predictor_act == "relu" else
+                       self.activation or (lambda g: g))
+      saliency = FBSSaliency(features, activation=predictor_act, dtype=self.dtype,
+                             name="predictor")(x)
       if self.feature_group_count == x.shape[-1] == features > 1:
         # Depthwise: output channel c sees only input channel c, so a channel
         # whose input is all zero for this example (switched off upstream)
@@ -116,12 +125,14 @@ class DynamicConv(nn.Module):
         # winners can all be dead channels and the whole network goes silent.
         alive = masks.channel_peak(jax.lax.stop_gradient(x)) > 0
         saliency = saliency * alive.astype(saliency.dtype)
-      mask = masks.wta_mask(saliency, masks.num_winners(policy.density, features))
+      mask = masks.fbs_mask(saliency, masks.num_winners(policy.density, features),
+                            policy.fbs_ties)
       record(self, "saliency", saliency)
       record(self, "mask", mask)
       beta = self.param("beta", nn.initializers.zeros, (features,))
       # m * g * BN_noaffine(z) + m * beta, with a fused backward (gated_bn.py).
-      u = GatedBatchNorm(self.bn_momentum, self.bn_epsilon, dtype=self.dtype, name="bn")(
+      u = GatedBatchNorm(self.bn_momentum, self.bn_epsilon, dtype=self.dtype,
+                         unbiased_var=self.bn_unbiased_var, name="bn")(
           z, mask * saliency, mask * beta, use_running_average=not train)
       return self._act(add(u))
 

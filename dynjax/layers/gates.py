@@ -10,6 +10,8 @@ Both read the *input* `x: [N, H, W, C_in]` of the gated convolution and return
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
@@ -61,11 +63,13 @@ class FBSSaliency(nn.Module):
       the mean saliency grows from 1.1 to 2e4 by conv7 and the logits' std
       reaches 1e10, and training collapses. Pass `he_normal()` to follow [F].
     bias_init: rho is initialised to 1 ([F], [M]).
+    activation: applied to `ss(x) W + rho`; ReLU (default) keeps g >= 0.
   """
 
   features: int
   kernel_init: nn.initializers.Initializer = nn.initializers.truncated_normal(0.05)
   bias_init: nn.initializers.Initializer = nn.initializers.ones
+  activation: Callable[[jax.Array], jax.Array] = nn.relu
   dtype: jnp.dtype | None = None
 
   @nn.compact
@@ -73,7 +77,7 @@ class FBSSaliency(nn.Module):
     pooled = spatial_mean(jnp.abs(x))  # l1 subsampling, mean over H*W
     g = nn.Dense(self.features, kernel_init=self.kernel_init,
                  bias_init=self.bias_init, dtype=self.dtype, name="fc")(pooled)
-    return nn.relu(g)
+    return self.activation(g)
 
 
 class FTWTGate(nn.Module):

@@ -52,6 +52,47 @@ def wta_mask(scores: jax.Array, k: int) -> jax.Array:
   return mask.reshape(scores.shape)
 
 
+def strict_wta_mask(scores: jax.Array, k: int) -> jax.Array:
+  """k-winners-take-all with the official FBS code's tie rule.
+
+  A channel wins when its score is strictly above the (k+1)-th largest score
+  of its row, so ties at the boundary give fewer than `k` winners, and when
+  fewer than `k` scores are positive the zero-score channels lose (with
+  `wta_mask` they would win and emit `act(beta)`). `k == C` keeps every
+  channel, as the official code does at d = 1.
+
+  Args:
+    scores: `[..., C]` scores; larger wins.
+    k: static number of winners per row, `1 <= k <= C`.
+
+  Returns:
+    `{0, 1}` array of the shape of `scores`, at most `k` ones per row, no
+    gradient.
+  """
+  channels = scores.shape[-1]
+  if not 1 <= k <= channels:
+    raise ValueError(f"k must be in [1, {channels}], got {k}")
+  dtype = scores.dtype if jnp.issubdtype(scores.dtype, jnp.floating) else jnp.float32
+  scores = jax.lax.stop_gradient(scores)
+  if k == channels:
+    return jnp.ones(scores.shape, dtype)
+  threshold = jax.lax.top_k(scores, k + 1)[0][..., k:]
+  return (scores > threshold).astype(dtype)
+
+
+FBS_TIE_RULES = ("exact_k", "strict")
+
+
+def fbs_mask(scores: jax.Array, k: int, ties: str = "exact_k") -> jax.Array:
+  """The FBS winner mask under tie rule `ties` (`exact_k`: `wta_mask`,
+  `strict`: `strict_wta_mask`)."""
+  if ties == "exact_k":
+    return wta_mask(scores, k)
+  if ties == "strict":
+    return strict_wta_mask(scores, k)
+  raise ValueError(f"FBS tie rule must be one of {list(FBS_TIE_RULES)}, got {ties!r}")
+
+
 def channel_peak(features: jax.Array) -> jax.Array:
   """FTWT criterion `a[n, c] = max_{h,w} |features[n, h, w, c]|` -> `[N, C]`."""
   if features.ndim == 2:

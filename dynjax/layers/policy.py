@@ -5,12 +5,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from dynjax.layers.masks import num_winners
+from dynjax.layers.masks import FBS_TIE_RULES, num_winners
 
 METHODS = ("dense", "fbs", "ftwt", "static")
 FTWT_MODES = ("decoupled", "joint")
 FTWT_TARGETS = ("mass", "uniform")
 GATE_POOLS = ("avg", "max")
+FBS_PREDICTOR_ACTS = ("relu", "layer")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,6 +33,13 @@ class Policy:
       gate's sigmoid (opt-in; the official code does not).
     mask_after_residual: FTWT mask (and target) after the residual add and
       activation instead of before the add (ResNet conv2; `gtafterblock`).
+    fbs_ties: FBS winner rule. `exact_k` (default): exactly k winners, ties
+      to the lower index, so zero-saliency channels can win and emit
+      act(beta). `strict`: the official FBS code's rule, winners strictly
+      above the (k+1)-th largest saliency (at most k; zero saliencies lose).
+    fbs_predictor_act: FBS saliency predictor activation. `relu` (default,
+      the FBS paper and code) or `layer` (the layer's own activation, e.g.
+      swish, as the FBS-pruned CondConv paper writes it).
   """
 
   method: str = "dense"
@@ -44,12 +52,16 @@ class Policy:
   gate_softmax: bool = True
   gate_ste: bool = False
   mask_after_residual: bool = False
+  fbs_ties: str = "exact_k"
+  fbs_predictor_act: str = "relu"
 
   def __post_init__(self):
     _check_choice("method", self.method, METHODS)
     _check_choice("mode", self.mode, FTWT_MODES)
     _check_choice("target", self.target, FTWT_TARGETS)
     _check_choice("gate_pool", self.gate_pool, GATE_POOLS)
+    _check_choice("fbs_ties", self.fbs_ties, FBS_TIE_RULES)
+    _check_choice("fbs_predictor_act", self.fbs_predictor_act, FBS_PREDICTOR_ACTS)
     if not (isinstance(self.density, (int, float)) and 0.0 < self.density <= 1.0):
       raise ValueError(f"dynamic.density (d) must be in (0, 1], got {self.density!r}")
     if not (isinstance(self.mass, (int, float)) and 0.0 < self.mass <= 1.0):

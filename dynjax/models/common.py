@@ -37,6 +37,8 @@ ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
 # BatchNorm settings of PyTorch (eps 1e-5, torch momentum 0.1 = Flax 0.9).
 TORCH_BN_EPSILON = 1e-5
 TORCH_BN_MOMENTUM = 0.9
+# PyTorch updates running variances with the unbiased batch variance.
+TORCH_BN_UNBIASED_VAR = True
 
 
 def torch_default_bias_init(fan_in: int) -> nn.initializers.Initializer:

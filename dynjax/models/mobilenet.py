@@ -51,6 +51,7 @@ def _conv(features: int, kernel: int, strides: int, policy: Policy, dtype: Any,
       feature_group_count=groups, policy=policy, activation=nn.relu,
       kernel_init=common.torch_default_kernel_init,
       bn_momentum=common.TORCH_BN_MOMENTUM, bn_epsilon=common.TORCH_BN_EPSILON,
+      bn_unbiased_var=common.TORCH_BN_UNBIASED_VAR,
       dtype=dtype, name=name)
 
 

@@ -15,7 +15,7 @@ Module names mirror torchvision's so the converter can map them:
   fc                               fc
 
 Gates: the stem and both convs of every block (17 for ResNet-18, 33 for
-ResNet-34). The 1x1 projection shortcuts are plain `nn.Conv` + `nn.BatchNorm`
+ResNet-34). The 1x1 projection shortcuts are plain `nn.Conv` + `TorchBatchNorm`
 and record no masks. conv2 gets the shortcut as `residual=` (FTWT mask before
 the add by default). Under `static` only conv1 shrinks.
 
@@ -33,6 +33,7 @@ import jax.numpy as jnp
 import flax.linen as nn
 
 from dynjax.layers.dynamic_conv import DynamicConv
+from dynjax.layers.gated_bn import TorchBatchNorm
 from dynjax.layers.policy import Policy
 from dynjax.models import common
 
@@ -52,6 +53,7 @@ class BasicBlock(nn.Module):
         self.features, 3, strides, common.torch_padding(3), policy=policy,
         activation=nn.relu, kernel_init=common.he_fan_out_normal,
         bn_momentum=common.TORCH_BN_MOMENTUM, bn_epsilon=common.TORCH_BN_EPSILON,
+        bn_unbiased_var=common.TORCH_BN_UNBIASED_VAR,
         dtype=self.dtype, name=name)
 
   @nn.compact
@@ -61,10 +63,9 @@ class BasicBlock(nn.Module):
       shortcut = nn.Conv(self.features, (1, 1), self.strides, "VALID", use_bias=False,
                          kernel_init=common.he_fan_out_normal, dtype=self.dtype,
                          name="downsample_conv")(x)
-      shortcut = nn.BatchNorm(use_running_average=not train,
-                              momentum=common.TORCH_BN_MOMENTUM,
-                              epsilon=common.TORCH_BN_EPSILON, dtype=self.dtype,
-                              name="downsample_bn")(shortcut)
+      shortcut = TorchBatchNorm(common.TORCH_BN_MOMENTUM, common.TORCH_BN_EPSILON,
+                                dtype=self.dtype, name="downsample_bn")(
+                                    shortcut, use_running_average=not train)
     y = self._conv(self.policy, self.strides, "conv1")(x, train=train)
     return self._conv(common.residual_policy(self.policy), 1, "conv2")(
         y, train=train, residual=shortcut)
@@ -98,6 +99,7 @@ class ResNet(nn.Module):
         widths[0], 7, 2, common.torch_padding(7), policy=common.residual_policy(policy),
         activation=nn.relu, kernel_init=common.he_fan_out_normal,
         bn_momentum=common.TORCH_BN_MOMENTUM, bn_epsilon=common.TORCH_BN_EPSILON,
+        bn_unbiased_var=common.TORCH_BN_UNBIASED_VAR,
         dtype=self.dtype, name="stem")(x, train=train)
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for stage, (width, blocks) in enumerate(zip(widths, self.stage_sizes)):

@@ -66,7 +66,8 @@ class CifarBasicBlock(nn.Module):
         self.features, 3, self.strides if name == "conv1" else 1,
         common.torch_padding(3), policy=policy, activation=nn.relu,
         kernel_init=common.he_fan_out_normal, bn_momentum=common.TORCH_BN_MOMENTUM,
-        bn_epsilon=common.TORCH_BN_EPSILON, dtype=self.dtype, name=name)
+        bn_epsilon=common.TORCH_BN_EPSILON,
+        bn_unbiased_var=common.TORCH_BN_UNBIASED_VAR, dtype=self.dtype, name=name)
     if x.shape[-1] != self.features or self.strides != 1:
       shortcut = option_a_shortcut(x, self.features, self.strides,
                                    self.shortcut_stop_gradient)
@@ -107,6 +108,7 @@ class CifarResNet(nn.Module):
         widths[0], 3, 1, common.torch_padding(3), policy=common.residual_policy(policy),
         activation=nn.relu, kernel_init=common.he_fan_out_normal,
         bn_momentum=common.TORCH_BN_MOMENTUM, bn_epsilon=common.TORCH_BN_EPSILON,
+        bn_unbiased_var=common.TORCH_BN_UNBIASED_VAR,
         dtype=self.dtype, name="stem")(x, train=train)
     for stage, width in enumerate(widths):
       for block in range(self.blocks_per_stage):

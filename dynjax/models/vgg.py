@@ -64,6 +64,7 @@ class VGG(nn.Module):
           common.torch_padding(3), use_bias=True, policy=policy,
           activation=nn.relu, kernel_init=common.he_fan_out_normal,
           bn_momentum=common.TORCH_BN_MOMENTUM, bn_epsilon=common.TORCH_BN_EPSILON,
+          bn_unbiased_var=common.TORCH_BN_UNBIASED_VAR,
           dtype=self.dtype, name=f"conv{index}")(x, train=train)
       index += 1
     x = common.global_avg_pool(x)

@@ -215,13 +215,24 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
     absolute = not (active_in is not None and active_in.nonnegative)
     pooled, pooled_idx = _pooled(x, active_in,
                                  functools.partial(_spatial_mean, absolute=absolute))
-    saliency = nn.relu(_linear(pooled.astype(dtype), pooled_idx, fc["kernel"].astype(dtype),
-                               fc["bias"].astype(dtype)))
+    predictor_act = nn.relu if policy.fbs_predictor_act == "relu" else act
+    saliency = predictor_act(_linear(pooled.astype(dtype), pooled_idx,
+                                     fc["kernel"].astype(dtype), fc["bias"].astype(dtype)))
     out_sizes = (num_winners(policy.density, features),)
     out_select = 0
     # The winners in top_k order (not sorted by channel): their saliencies
     # come with them, and no layer needs the indices ascending.
-    winner_g, winner_idx = jax.lax.top_k(saliency, out_sizes[0])
+    k_top = out_sizes[0] + (policy.fbs_ties == "strict" and out_sizes[0] < features)
+    winner_g, winner_idx = jax.lax.top_k(saliency, k_top)
+    if k_top > out_sizes[0]:
+      # Strict tie rule: only winners above the (k+1)-th saliency count; the
+      # others get g = 0 here, hence scale = shift = 0 and output act(0).
+      threshold = winner_g[:, -1:]
+      winner_g, winner_idx = winner_g[:, :-1], winner_idx[:, :-1]
+      winner_on = winner_g > threshold
+      winner_g = jnp.where(winner_on, winner_g, 0)
+    else:
+      winner_on = None
     winner_idx = winner_idx.astype(jnp.int32)
     out_indices = lambda k: (winner_idx, None)
   else:
@@ -259,7 +270,8 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
       table = jnp.stack([stats["var"], stats["mean"], params["beta"]], axis=-1)[out_idx]
       scale = winner_g.astype(jnp.float32) * jax.lax.rsqrt(table[..., 0] + eps)
       centre = -table[..., 1] if conv_bias is None else _take(conv_bias, out_idx)[:, 0, 0] - table[..., 1]
-      shift = (table[..., 2] + centre * scale).astype(dtype)
+      beta = table[..., 2] if winner_on is None else jnp.where(winner_on, table[..., 2], 0)
+      shift = (beta + centre * scale).astype(dtype)
       if k_out / features > dense_above:
         # Full convolution, then the folded affine with zeros for the losers:
         # stays dense (gathering or scattering activations costs more here).
