@@ -1,6 +1,6 @@
 r"""Collect a sweep's workdirs into a markdown table and an accuracy-vs-MACs plot.
 
-  python -m experiments.collect reduced_fbs_condconv --out=docs \
+  python -m experiments.collect cpu_fbs_condconv --workdir_root=results --out=docs \
       --data=<path to cifar10_subset.npz>
 
 writes `docs/<sweep>.md` (ours next to the paper's numbers) and

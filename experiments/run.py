@@ -1,7 +1,7 @@
 r"""Run a named sweep locally, one job after another, or print its commands.
 
   python -m experiments.run fbs_condconv --print          # commands for a cluster
-  python -m experiments.run reduced_fbs_condconv \
+  python -m experiments.run cpu_fbs_condconv --workdir_root=results \
       --data=<path to cifar10_subset.npz>                  # run here, in order
   python -m experiments.run ftwt_cifar10 --only='vgg16_bn' --set num_epochs=2
 

@@ -18,7 +18,8 @@ def test_sweep_sizes_and_dependency_order():
   assert len(sweeps.get_sweep("fbs_condconv")) == 1 + 4 * 5
   assert len(sweeps.get_sweep("ftwt_cifar10")) == 3 + 8
   assert len(sweeps.get_sweep("ftwt_imagenet")) == 6 + 1
-  assert len(sweeps.get_sweep("reduced_fbs_condconv")) == 7
+  assert len(sweeps.get_sweep("cpu_fbs_condconv")) == len(sweeps.STUDY_SEEDS) * (1 + 4 * 3)
+  assert len(sweeps.get_sweep("cpu_fbs_variants")) == len(sweeps.STUDY_SEEDS) * 2 * 2
   for name in sweeps.SWEEPS:
     jobs = sweeps.get_sweep(name)
     names = [j.name for j in jobs]
@@ -37,15 +38,32 @@ def test_scaled_milestones():
 
 
 def test_job_command_with_dependency_data_and_extras():
-  job = [j for j in sweeps.get_sweep("reduced_ftwt") if j.depends_on][0]
-  argv = run.job_command(job, "wd", data="d.npz", extra=[("seed", "3")], python="py")
-  assert argv[:5] == ["py", "-m", "dynjax.main", "--config=configs/ftwt_cifar.py:vgg16_bn,0.92,decoupled",
-                      "--workdir=wd/reduced_ftwt_cifar_vgg16_bn_r0.92_decoupled"]
-  assert argv[5:] == [
-      "--config.num_epochs=3", "--config.model_kwargs.width_multiplier=0.25",
-      "--config.optimizer.milestones=(1,2,)",
-      "--config.init_from=wd/reduced_ftwt_cifar_vgg16_bn_baseline",
-      "--config.dataset.name=npz", "--config.dataset.path=d.npz", "--config.seed=3"]
+  job = [j for j in sweeps.get_sweep("ftwt_cifar10") if j.depends_on][0]
+  argv = run.job_command(job, "wd", data="d.npz", extra=[("num_epochs", "3")], python="py")
+  assert argv == ["py", "-m", "dynjax.main", "--config=configs/ftwt_cifar.py:vgg16_bn,0.92,joint",
+                  "--workdir=wd/ftwt_cifar_vgg16_bn_r0.92_joint",
+                  "--config.init_from=wd/ftwt_cifar_vgg16_bn_baseline",
+                  "--config.dataset.name=npz", "--config.dataset.path=d.npz",
+                  "--config.num_epochs=3"]
+
+
+def test_seeded_jobs_share_labels_and_chain_dependencies():
+  jobs = sweeps.get_sweep("cpu_fbs_condconv")
+  by_label = {}
+  for job in jobs:
+    by_label.setdefault(job.label, []).append(job)
+  assert all(sorted(j.seed for j in group) == list(sweeps.STUDY_SEEDS)
+             for group in by_label.values())
+  first = jobs[0]
+  assert first.name == "cpu_fbs_condconv_dense_s0" and ("seed", "0") in first.overrides
+  assert ("model_kwargs.width_multiplier", "0.25") in first.overrides
+  base = sweeps.Job("base", "c.py", "a")
+  child = sweeps.seeded(sweeps.Job("child", "c.py", "b", depends_on="base"), 2, "p_")
+  assert (child.name, child.depends_on, child.seed) == ("p_child_s2", "p_base_s2", 2)
+  assert sweeps.seeded(base, 1).overrides == (("seed", "1"),)
+  variants = sweeps.get_sweep("cpu_fbs_variants")
+  assert {dict(j.overrides).get("dynamic.fbs_ties") for j in variants} == {"strict", None}
+  assert {dict(j.overrides).get("dynamic.fbs_predictor_act") for j in variants} == {"layer", None}
 
 
 def test_print_mode_lists_selected_commands(capsys):

@@ -72,7 +72,10 @@ def test_active_conv_matches_dense_slice(batch):
 
 # ------------------------------------------------------------ whole models
 def _model_case(policy, batch=3):
-  model = models.create("mcifarnet", dynamic=policy, width_multiplier=0.125)
+  # Swish where the predictor takes the layer's activation (else it equals ReLU).
+  activation = "swish" if policy.get("fbs_predictor_act") == "layer" else "relu"
+  model = models.create("mcifarnet", dynamic=policy, width_multiplier=0.125,
+                        activation=activation)
   x = jax.random.normal(jax.random.PRNGKey(0), (batch, 10, 10, 3))
   variables = jax.jit(lambda k, x: model.init(k, x, train=False))(jax.random.PRNGKey(1), x)
   return model, _random_stats(variables, jax.random.PRNGKey(2)), x
