@@ -76,7 +76,8 @@ def run_job(argv: list[str], workdir: str) -> int:
   start = time.time()
   with open(os.path.join(workdir, LOG_FILE), "a", encoding="utf-8") as log:
     code = subprocess.call(argv, stdout=log, stderr=subprocess.STDOUT)
-  record = {"command": shlex.join(argv), "returncode": code,
+  # The interpreter's own path says nothing about the run; record `python`.
+  record = {"command": shlex.join(["python", *argv[1:]]), "returncode": code,
             "seconds": round(time.time() - start, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S")}
   with open(os.path.join(workdir, RUN_RECORD), "w", encoding="utf-8") as f:
     json.dump(record, f, indent=1)

@@ -61,8 +61,20 @@ def _leaves_named(tree, name):
 
 
 # ------------------------------------------------------------------ registry
+def test_resnet20_is_the_standard_cifar_resnet20():
+  """19 gated convs (stem + 3 stages x 3 blocks x 2) and the usual 269,722 parameters."""
+  model = models.create("resnet20", num_classes=10, dynamic=dict(method="ftwt", mass=0.9))
+  dense = models.create("resnet20", num_classes=10)
+  x = jnp.zeros((1, 32, 32, 3))
+  shapes = jax.eval_shape(lambda: dense.init(jax.random.PRNGKey(0), x, train=False))
+  assert sum(int(np.prod(l.shape)) for l in jax.tree.leaves(shapes["params"])) == 269_722
+  gated = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x, train=False))
+  assert len([p for p in jax.tree_util.tree_leaves_with_path(gated["params"])
+              if "gate" in jax.tree_util.keystr(p[0]) and "kernel" in jax.tree_util.keystr(p[0])]) == 19
+
+
 def test_registry_names_and_errors():
-  assert models.list_models() == ["mcifarnet", "vgg16_bn", "resnet56", "mobilenet_v1",
+  assert models.list_models() == ["mcifarnet", "vgg16_bn", "resnet56", "resnet20", "mobilenet_v1",
                                   "mobilenet_v1_imagenet", "resnet18", "resnet34"]
   with pytest.raises(ValueError, match=r"unknown model 'resnet50'.*resnet18"):
     models.create("resnet50")

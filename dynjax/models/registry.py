@@ -33,12 +33,13 @@ class ModelSpec:
   fixed: dict
 
 
-# Gated layers: mcifarnet 8, vgg16_bn 13, resnet56 55, mobilenet_v1(_imagenet)
+# Gated layers: mcifarnet 8, vgg16_bn 13, resnet56 55, resnet20 19, mobilenet_v1(_imagenet)
 # 27, resnet18 17, resnet34 33.
 _MODELS: dict[str, ModelSpec] = {
     "mcifarnet": ModelSpec(MCifarNet, {}),
     "vgg16_bn": ModelSpec(VGG, {"cfg": VGG16_CFG}),
     "resnet56": ModelSpec(CifarResNet, {"blocks_per_stage": 9}),
+    "resnet20": ModelSpec(CifarResNet, {"blocks_per_stage": 3}),
     "mobilenet_v1": ModelSpec(MobileNetV1, {"variant": "cifar"}),
     "mobilenet_v1_imagenet": ModelSpec(MobileNetV1, {"variant": "imagenet"}),
     "resnet18": ModelSpec(ResNet, {"stage_sizes": RESNET_STAGE_SIZES["resnet18"]}),

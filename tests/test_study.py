@@ -1,0 +1,130 @@
+"""The multi-seed study: statistics, convergence, claims and figures on fake workdirs."""
+
+import json
+import math
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+from experiments import claims, collect, stats, study, sweeps  # noqa: E402
+
+
+def test_student_t_interval_by_hand():
+  # mean 2, s = 1, n = 3: half = t(0.975, 2) * 1 / sqrt(3) = 4.302653 / 1.732051.
+  est = stats.estimate([1.0, 2.0, 3.0])
+  assert est.mean == 2.0 and est.n == 3
+  assert est.half == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)
+  assert est.text() == "2.00 ± 2.48"
+  assert math.isnan(stats.estimate([5.0]).half) and stats.estimate([5.0]).text() == "5.00"
+  assert stats.estimate([]).text() == "–"
+
+
+def test_welch_difference_and_verdicts():
+  # Equal variances and sizes: dof = 4, se = sqrt(1/3 + 1/3).
+  diff = stats.difference([4.0, 5.0, 6.0], [1.0, 2.0, 3.0])
+  assert diff.mean == 3.0
+  assert diff.half == pytest.approx(2.776445 * math.sqrt(2 / 3), rel=1e-5)
+  assert stats.verdict(diff) == "holds"  # 3 - 2.27 > 0
+  assert stats.verdict(stats.difference([1.0, 2.0, 3.0], [4.0, 5.0, 6.0])) == "fails"
+  assert stats.verdict(stats.difference([1.0, 2.0, 3.0], [1.5, 2.5, 3.5])) == "inconclusive"
+  assert stats.verdict(stats.difference([4.0, 5.0], [1.0, 2.0])) == "inconclusive"  # 2 seeds
+  dd = stats.difference_of_differences([5, 6, 7], [1, 2, 3], [2, 3, 4], [1, 2, 3])
+  assert dd.mean == pytest.approx(3.0)
+  # Four groups of variance 1, n = 3: se = sqrt(4/3), dof = (4/3)^2 / (4 * (1/3)^2 / 2) = 8.
+  assert dd.half == pytest.approx(2.306004 * math.sqrt(4 / 3), rel=1e-5)
+
+
+def test_convergence_rule():
+  flat = [(i * 10, v) for i, v in enumerate([20, 40, 50, 55, 58, 59.0, 60.0, 59.5])]
+  assert study.final_spread(flat) == pytest.approx(1.0) and study.converged(flat)
+  rising = flat[:-3] + [(60, 52.0), (70, 56.0), (80, 60.0)]
+  assert not study.converged(rising)
+  chance = [(i, 11.0) for i in range(5)]
+  assert not study.converged(chance)  # flat, but at chance
+  assert not study.converged(flat[:2])
+
+
+def _write_run(root, name, top1_curve, macs=(2.0, 8.0), mask_acc=None, seconds=10.0):
+  workdir = os.path.join(root, name)
+  os.makedirs(workdir)
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+    for step, top1 in top1_curve:
+      f.write(json.dumps({"step": step, "eval_top1": top1 / 100}) + "\n")
+    for step, acc in (mask_acc or []):
+      f.write(json.dumps({"step": step, "train_ftwt_mask_accuracy": acc}) + "\n")
+    f.write(json.dumps({"step": top1_curve[-1][0], "eval_dense_macs": macs[1] * 1e6,
+                        "eval_dynamic_macs": macs[0] * 1e6}) + "\n")
+  json.dump({"returncode": 0, "seconds": seconds}, open(os.path.join(workdir, "run.json"), "w"))
+
+
+def _curve(final):
+  return [(s, final - 30 + min(30, 6 * i)) for i, s in enumerate(range(0, 100, 10))]
+
+
+def test_fbs_claims_from_fake_rows(tmp_path):
+  jobs = sweeps.get_sweep("cpu_fbs_condconv")
+  finals = {"SCP": 50.0, "SCP-CondConv": 52.0, "FBS": 51.0, "FBS-CondConv": 56.0, "dense": 60.0}
+  for job in jobs:
+    series = job.series
+    final = finals[series] + 0.5 * job.seed
+    if job.label.endswith("d=0.5") and series == "FBS-CondConv":
+      final -= 4.0  # the FBS-CondConv - SCP gap at d = 0.5 is 2, at 0.25 it is 6
+    _write_run(str(tmp_path), job.name, _curve(final))
+  rows = study.aggregate(jobs, str(tmp_path))
+  assert [len(r.done) for r in rows] == [3] * len(rows)
+  verdicts = {c.text: o.verdict for c, o in claims.evaluate(claims.for_sweep("cpu_fbs_condconv"), rows)}
+  assert verdicts["FBS-CondConv beats SCP at d=0.25 (top-1)"] == "holds"
+  assert verdicts["SCP-CondConv beats SCP at d=0.3 (top-1)"] == "holds"
+  # 52 vs 51 with seed spread 0.5 each: +1 +- 1.13, straddles 0.
+  assert verdicts["FBS-CondConv beats FBS at d=0.5 (top-1)"] == "inconclusive"
+  assert verdicts["the FBS-CondConv - SCP gap grows as d falls (d=0.5 -> d=0.25)"] == "holds"
+  table = study.markdown_table(rows)
+  assert "| dense | 3/3 | 60.50 ± 1.24 |" in table
+  # One unconverged seed makes its claims inconclusive, with the reason.
+  bad = [j for j in jobs if j.label == "SCP d=0.25" and j.seed == 1][0]
+  with open(os.path.join(tmp_path, bad.name, "metrics.jsonl"), "a") as f:
+    f.write(json.dumps({"step": 200, "eval_top1": 0.2}) + "\n")
+  rows = study.aggregate(jobs, str(tmp_path))
+  outcome = dict((c.text, o) for c, o in claims.evaluate(claims.fbs_condconv_claims(), rows))[
+      "FBS-CondConv beats SCP at d=0.25 (top-1)"]
+  assert outcome.verdict == "inconclusive" and "did not converge" in outcome.detail
+  assert collect.collect_study("cpu_fbs_condconv", jobs, str(tmp_path), str(tmp_path / "out")) == 0
+  for name in ("cpu_fbs_condconv.png", "cpu_fbs_condconv_curves.png"):
+    with open(tmp_path / "out" / name, "rb") as f:
+      assert f.read(4) == b"\x89PNG"
+  assert (tmp_path / "out" / "cpu_fbs_condconv.md").read_text().startswith("<!-- generated")
+
+
+def test_ftwt_claims_pruning_static_and_mask_accuracy(tmp_path):
+  jobs = [j for j in sweeps.get_sweep("cpu_ftwt") if j.name.startswith("cpu_ftwt_cifar_vgg16_bn")]
+  macs = {"baseline": 8.0, "r0.92_joint": 4.0, "r0.92_decoupled": 5.0, "r0.85_decoupled": 3.0,
+          "r0.88_joint": 3.5, "static_w0.5": 2.5, "static_w0.75": 4.5}
+  top1 = {"baseline": 60.0, "r0.92_joint": 59.0, "r0.92_decoupled": 59.5, "r0.85_decoupled": 58.5,
+          "r0.88_joint": 55.0, "static_w0.5": 53.0, "static_w0.75": 56.0}
+  for job in jobs:
+    key = job.name[len("cpu_ftwt_cifar_vgg16_bn_"):-3]
+    _write_run(str(tmp_path), job.name, _curve(top1[key] + 0.3 * job.seed),
+               macs=(macs[key] + 0.05 * job.seed, 8.0),
+               mask_acc=[(10, 0.6), (50, 0.8 + 0.01 * job.seed)] if "r0" in key else None)
+  rows = study.aggregate(jobs, str(tmp_path))
+  outcomes = {c.text: o for c, o in claims.evaluate(claims.ftwt_claims(), rows)}
+  assert outcomes["a lower r prunes more (VGG-16-BN decoupled, r = 0.85 vs 0.92)"].verdict == "holds"
+  assert outcomes["at equal r, joint prunes more than decoupled (VGG-16-BN, r = 0.92)"].verdict == "holds"
+  assert outcomes["accuracy holds at r = 0.92 (vgg16_bn decoupled): loses < 2 points"].verdict == "holds"
+  assert outcomes["accuracy holds at r = 0.88 (vgg16_bn joint): loses < 2 points"].verdict == "fails"
+  static = outcomes["FTWT beats a static network of at least its MACs (vgg16_bn r = 0.92 joint)"]
+  assert static.verdict == "holds" and "vgg16_bn static w=0.75" in static.detail
+  none = outcomes["FTWT beats a static network of at least its MACs (vgg16_bn r = 0.92 decoupled)"]
+  assert none.verdict == "inconclusive" and "no static row" in none.detail
+  mask = outcomes["the gates' mask accuracy rises during the gate phase (vgg16_bn r = 0.92)"]
+  assert mask.verdict == "holds" and mask.value.mean == pytest.approx(21.0)
+  assert outcomes["MobileNetV1 at r = 1 prunes substantially (reduction above 50%, decoupled)"
+                  ].verdict == "inconclusive"
+  study.plot_family_extras("cpu_ftwt", rows, str(tmp_path / "out"))
+  assert os.path.exists(tmp_path / "out" / "cpu_ftwt_pruning_vs_r.png")
+  assert os.path.exists(tmp_path / "out" / "cpu_ftwt_mask_accuracy.png")
