@@ -1,10 +1,12 @@
 r"""Collect a sweep's workdirs into a markdown table and an accuracy-vs-MACs plot.
 
-  python -m experiments.collect cpu_fbs_condconv --workdir_root=results --out=docs \
-      --data=<path to cifar10_subset.npz>
+  python -m experiments.collect cpu_fbs_condconv --workdir_root=results --out=docs/study \
+      --data=<path to cifar10_subset.npz> --results_md=docs/results.md
 
-writes `docs/<sweep>.md` (ours next to the paper's numbers) and
-`docs/<sweep>.png`, and prints the table. With `--recount` (default on) every
+writes `<out>/<sweep>.md` (ours next to the paper's numbers) and
+`<out>/<sweep>.png`, and prints the table. A seeded sweep (the CPU study)
+aggregates its seeds: mean and 95% interval per row, the claims it tests with
+their verdicts, per-seed training curves and an error-bar plot. With `--recount` (default on) every
 finished job's MACs are recounted in the paper's convention by
 `experiments.macs` (cached in `workdir/macs.json`); `--data` must then match
 the data the jobs were trained on.
@@ -115,13 +117,32 @@ def write_outputs(sweep: str, rows, out_dir: str) -> tuple[str, str]:
   return md_path, png_path
 
 
+def replace_block(path: str, name: str, text: str) -> None:
+  """Replaces the text between `<!-- begin NAME -->` and `<!-- end NAME -->` in `path`.
+
+  Raises:
+    ValueError: the file lacks the two markers.
+  """
+  begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
+  with open(path, encoding="utf-8") as f:
+    content = f.read()
+  if begin not in content or end not in content:
+    raise ValueError(f"{path} has no '{begin}' ... '{end}' block to fill")
+  head, rest = content.split(begin, 1)
+  _, tail = rest.split(end, 1)
+  with open(path, "w", encoding="utf-8") as f:
+    f.write(f"{head}{begin}\n{text.rstrip()}\n{end}{tail}")
+
+
 def collect_study(sweep: str, jobs: Sequence[sweeps.Job], workdir_root: str,
-                  out_dir: str) -> int:
+                  out_dir: str, results_md: str | None = None) -> int:
   """A seeded sweep: rows over seeds with 95% intervals, its claims, its figures.
 
   Writes `<out_dir>/<sweep>.md` (claims table, then the rows),
   `<sweep>.png` (top-1 vs MACs with error bars) and `<sweep>_curves.png`
   (test top-1 during training, one line per seed), and prints the tables.
+  With `results_md`, the same text also replaces that file's
+  `<!-- begin <sweep> -->` ... `<!-- end <sweep> -->` block.
   """
   from experiments import claims as claims_lib  # pylint: disable=g-import-not-at-top
   from experiments import study  # pylint: disable=g-import-not-at-top
@@ -133,6 +154,8 @@ def collect_study(sweep: str, jobs: Sequence[sweeps.Job], workdir_root: str,
   os.makedirs(out_dir, exist_ok=True)
   with open(os.path.join(out_dir, f"{sweep}.md"), "w", encoding="utf-8") as f:
     f.write(text)
+  if results_md:
+    replace_block(results_md, sweep, text)
   study.plot_accuracy_vs_macs(rows, os.path.join(out_dir, f"{sweep}.png"), sweep)
   study.plot_curves(rows, os.path.join(out_dir, f"{sweep}_curves.png"), sweep)
   study.plot_family_extras(sweep, rows, out_dir)
@@ -146,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--workdir_root", default="workdirs")
   parser.add_argument("--out", default="docs", help="folder for <sweep>.md and <sweep>.png")
   parser.add_argument("--data", default=None, help="the --data the sweep was run with")
+  parser.add_argument("--results_md", default=None,
+                      help="seeded sweeps: also fill this markdown file's "
+                           "<!-- begin SWEEP --> ... <!-- end SWEEP --> block")
   parser.add_argument("--no_recount", action="store_true",
                       help="skip the paper-convention MAC recount")
   args = parser.parse_args(argv)
@@ -156,7 +182,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for job in jobs:
       macs.recount_job(job, args.workdir_root, args.data)
   if any(job.seed is not None for job in jobs):
-    return collect_study(args.sweep, jobs, args.workdir_root, args.out)
+    return collect_study(args.sweep, jobs, args.workdir_root, args.out, args.results_md)
   rows = collect(jobs, args.workdir_root)
   md_path, png_path = write_outputs(args.sweep, rows, args.out)
   print(markdown_table(rows))

@@ -128,3 +128,12 @@ def test_ftwt_claims_pruning_static_and_mask_accuracy(tmp_path):
   study.plot_family_extras("cpu_ftwt", rows, str(tmp_path / "out"))
   assert os.path.exists(tmp_path / "out" / "cpu_ftwt_pruning_vs_r.png")
   assert os.path.exists(tmp_path / "out" / "cpu_ftwt_mask_accuracy.png")
+
+
+def test_replace_block(tmp_path):
+  path = tmp_path / "r.md"
+  path.write_text("# T\n<!-- begin s -->\nold\n<!-- end s -->\ntail\n")
+  collect.replace_block(str(path), "s", "new\ntable\n")
+  assert path.read_text() == "# T\n<!-- begin s -->\nnew\ntable\n<!-- end s -->\ntail\n"
+  with pytest.raises(ValueError, match="no '<!-- begin x -->'"):
+    collect.replace_block(str(path), "x", "y")
