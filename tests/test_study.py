@@ -137,3 +137,22 @@ def test_replace_block(tmp_path):
   assert path.read_text() == "# T\n<!-- begin s -->\nnew\ntable\n<!-- end s -->\ntail\n"
   with pytest.raises(ValueError, match="no '<!-- begin x -->'"):
     collect.replace_block(str(path), "x", "y")
+
+
+def test_layer_statistics_by_hand():
+  import numpy as np
+  from experiments import diagnose
+  fbs = {"conv0": {"mask": np.array([[1, 1, 0, 0], [1, 0, 1, 0]], np.float32),
+                   "saliency": np.array([[2.0, 0.0, 0.0, 0.0], [1.0, 0.5, 3.0, 0.0]], np.float32)}}
+  ftwt = {"conv0": {"mask": np.array([[1, 0, 1, 0]], np.float32),
+                    "target": np.array([[1, 1, 1, 0]], np.float32),
+                    "gate_logits": np.array([[1.0, -1.0, 3.0, -3.0]], np.float32)}}
+  stats_fbs = diagnose.layer_statistics([fbs, {"conv0": {k: v[:1] for k, v in fbs["conv0"].items()}}])
+  row = stats_fbs["conv0"]
+  # 3 batches' worth of rows: [1,1,0,0], [1,0,1,0], [1,1,0,0] -> 6 of 12 active.
+  assert row["active"] == 0.5 and row["union"] == 0.75 and row["dead"] == 0.25
+  # Winners: 6, of which saliency 0 at (row 0, ch 1) twice -> 2/6.
+  assert row["zero_win"] == pytest.approx(2 / 6)
+  row = diagnose.layer_statistics([ftwt])["conv0"]
+  assert row["mask_acc"] == 0.75 and row["target_active"] == 0.75
+  assert row["logit_mean"] == 0.0 and row["logit_std"] == pytest.approx(np.sqrt(5.0))

@@ -1,0 +1,138 @@
+r"""Per-layer gate statistics of trained runs, for diagnosing a contested claim.
+
+  python -m experiments.diagnose cpu_fbs_condconv --workdir_root=results \
+      --data=<npz> --only='fbs_condconv_d0.25_s0$'
+
+For every selected finished run with a checkpoint, runs the test split through
+the trained network (eval mode) and reports, per gated layer:
+
+- `active`: mean fraction of active output channels per example;
+- `union`: fraction of channels active for at least one test example, and
+  `dead`: fraction never active;
+- FBS: `zero_win`, the fraction of winners whose saliency is 0 (they emit
+  act(beta) under the `exact_k` tie rule and 0 under `strict`), and the
+  saliency's mean and standard deviation over (example, channel);
+- FTWT: `mask_acc`, agreement of the gate's mask with its target, the
+  target's own active fraction, and the gate logits' mean and std.
+
+Writes `diagnosis.json` into each run's workdir and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+from experiments import macs as macs_lib
+from experiments import results as results_lib
+from experiments import run as run_lib
+from experiments import sweeps
+
+DIAGNOSIS_FILE = "diagnosis.json"
+
+
+def layer_statistics(dynamic_batches: Sequence[dict]) -> dict[str, dict[str, float]]:
+  """Statistics per gated layer over a list of `"dynamic"` collections.
+
+  Args:
+    dynamic_batches: one `"dynamic"` collection per evaluated batch (padding
+      examples already removed), as returned by `apply(..., mutable=["dynamic"])`.
+
+  Returns:
+    `{layer_path: {"active", "union", "dead", ...}}` (see the module docstring).
+  """
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from dynjax.train.losses import gated_layers  # pylint: disable=g-import-not-at-top
+
+  merged: dict[str, dict[str, list]] = {}
+  for dynamic in dynamic_batches:
+    for path, entries in gated_layers(dynamic):
+      layer = merged.setdefault(path, {})
+      for key, value in entries.items():
+        layer.setdefault(key, []).append(np.asarray(value, np.float32))
+  out = {}
+  for path, entries in merged.items():
+    e = {k: np.concatenate(v, axis=0) for k, v in entries.items()}
+    mask = e["mask"] > 0.5
+    ever = mask.any(axis=0)
+    row = {"active": float(mask.mean()), "union": float(ever.mean()),
+           "dead": float(1.0 - ever.mean())}
+    if "saliency" in e:
+      g = e["saliency"]
+      row["zero_win"] = float((mask & (g <= 0)).sum() / max(mask.sum(), 1))
+      row["saliency_mean"], row["saliency_std"] = float(g.mean()), float(g.std())
+    if "target" in e:
+      target = e["target"] > 0.5
+      row["mask_acc"] = float((mask == target).mean())
+      row["target_active"] = float(target.mean())
+    if "gate_logits" in e:
+      row["logit_mean"] = float(e["gate_logits"].mean())
+      row["logit_std"] = float(e["gate_logits"].std())
+    out[path] = row
+  return out
+
+
+def diagnose(config, workdir: str, max_examples: int = 1024) -> dict[str, dict[str, float]]:
+  """Runs the trained checkpoint of `workdir` over the test split."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from dynjax.data import InputPipeline, create_source  # pylint: disable=g-import-not-at-top
+  from dynjax.train import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
+  from dynjax.train.trainer import build_model  # pylint: disable=g-import-not-at-top
+
+  model = build_model(config)
+  variables = ckpt_lib.load_checkpoint_variables(workdir)
+  source = create_source(config.dataset)
+  pipeline = InputPipeline(source, config.dataset, config.batch_size, config.eval_batch_size,
+                           config.seed, 1)
+  apply = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["dynamic"])[1]["dynamic"])
+  collections, seen = [], 0
+  for batch in pipeline.eval_batches():
+    images = np.asarray(batch["image"])
+    keep = np.asarray(batch["mask"]).astype(bool) if "mask" in batch else np.ones(len(images), bool)
+    dynamic = apply(variables, images)
+    collections.append(jax.tree.map(lambda a: np.asarray(a)[keep], dynamic))
+    seen += int(keep.sum())
+    if seen >= max_examples:
+      break
+  return layer_statistics(collections)
+
+
+def markdown(name: str, layers: dict[str, dict[str, float]]) -> str:
+  keys = sorted({k for row in layers.values() for k in row})
+  lines = [f"**{name}**", "", "| layer | " + " | ".join(keys) + " |",
+           "|---|" + "---:|" * len(keys)]
+  for path, row in layers.items():
+    lines.append(f"| {path} | " + " | ".join(
+        f"{row[k]:.3f}" if k in row else "–" for k in keys) + " |")
+  return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("sweep", choices=sorted(sweeps.SWEEPS))
+  parser.add_argument("--workdir_root", default="workdirs")
+  parser.add_argument("--data", default=None, help="the --data the sweep was run with")
+  parser.add_argument("--only", default=None, help="regular expression on job names")
+  args = parser.parse_args(argv)
+  for job in run_lib.select(sweeps.get_sweep(args.sweep), args.only):
+    workdir = os.path.join(args.workdir_root, job.name)
+    if results_lib.read_job(workdir).status != "done":
+      continue
+    if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+      print(f"[skip] {job.name}: no checkpoint", file=sys.stderr)
+      continue
+    config = macs_lib.load_config(job.config, job.arg,
+                                  run_lib.job_overrides(job, args.workdir_root, args.data))
+    layers = diagnose(config, workdir)
+    with open(os.path.join(workdir, DIAGNOSIS_FILE), "w", encoding="utf-8") as f:
+      json.dump(layers, f, indent=1)
+    print(markdown(job.name, layers) + "\n")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
