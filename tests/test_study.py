@@ -156,3 +156,21 @@ def test_layer_statistics_by_hand():
   row = diagnose.layer_statistics([ftwt])["conv0"]
   assert row["mask_acc"] == 0.75 and row["target_active"] == 0.75
   assert row["logit_mean"] == 0.0 and row["logit_std"] == pytest.approx(np.sqrt(5.0))
+
+
+def test_exact_reduction_of_static_rows_uses_the_dense_baseline(tmp_path):
+  # dense: 8 M MACs; SCP: a narrow static network of 2 M (its own dense count is
+  # also 2 M); FBS: 2 M of 8 M. SCP's exact reduction is 75% of the dense row.
+  jobs = [j for j in sweeps.get_sweep("cpu_fbs_condconv")
+          if j.label in ("dense", "SCP d=0.25", "FBS d=0.25")]
+  for job in jobs:
+    macs = {"dense": (8.0, 8.0), "SCP d=0.25": (2.0, 2.0), "FBS d=0.25": (2.0, 8.0)}[job.label]
+    _write_run(str(tmp_path), job.name, _curve(50.0), macs=macs)
+  rows = study.by_label(study.aggregate(jobs, str(tmp_path)))
+  ref = study.reference_row(list(rows.values()), rows["SCP d=0.25"])
+  assert ref is rows["dense"]
+  assert study.reduction_values(rows["SCP d=0.25"], exact=True, reference=ref) == [75.0] * 3
+  assert study.reduction_values(rows["FBS d=0.25"], exact=True, reference=ref) == [75.0] * 3
+  assert study.reduction_values(rows["dense"], exact=True, reference=ref) == [0.0] * 3
+  # Without a reference a static network is compared with itself.
+  assert study.reduction_values(rows["SCP d=0.25"], exact=True) == [0.0] * 3
