@@ -295,10 +295,44 @@ def signed_spec(claim: Claim) -> str:
   return "+.2f"
 
 
+def fbs_variant_claims(density: float = 0.25) -> list[Claim]:
+  """Does either official-code FBS choice change the contested rows?
+
+  Each compares a variant with dynjax's default at the same density; a
+  positive difference means the official code's choice trains better.
+  """
+  tag = _pct(density)
+  claims = []
+  for method in ("FBS", "FBS-CondConv"):
+    base = f"{method} {tag}"
+    for variant, what in (("strict", "the strict tie rule (official code)"),
+                          ("swishpred", "the layer's activation in the predictor (official code)")):
+      claims.append(Claim(
+          "fbs_variants", f"{what} beats dynjax's default for {base} (top-1)",
+          "implementation check (not a paper claim)", (f"{base} ({variant})", base),
+          better_accuracy(f"{base} ({variant})", base)))
+  return claims
+
+
+def convergence_claims() -> list[Claim]:
+  """The budget check: what twice the epochs adds to a 15-epoch row."""
+  claims = []
+  for base in ("dense", "FBS-CondConv d=0.25"):
+    longer = f"{base}, 30 epochs"
+    claims.append(Claim(
+        "convergence", f"30 epochs beat 15 for {base} (top-1)",
+        "budget check (not a paper claim)", (longer, base), better_accuracy(longer, base)))
+  return claims
+
+
 def for_sweep(sweep: str) -> list[Claim]:
   """The claims a study sweep answers (none for other sweeps)."""
   if sweep == "cpu_fbs_condconv":
     return fbs_condconv_claims()
   if sweep == "cpu_ftwt":
     return ftwt_claims()
+  if sweep == "cpu_fbs_variants":
+    return fbs_variant_claims()
+  if sweep == "cpu_convergence":
+    return convergence_claims()
   return []

@@ -277,6 +277,22 @@ SWEEPS: dict[str, Callable[[], list[Job]]] = {
 }
 
 
+def compared_rows(name: str) -> list[Job]:
+  """Jobs of other sweeps that a study sweep's table and claims compare with.
+
+  `cpu_fbs_variants` and `cpu_convergence` change one thing about rows of
+  `cpu_fbs_condconv` (a tie rule, a predictor activation, the epochs); their
+  tables show those rows beside them.
+  """
+  if name == "cpu_fbs_variants":
+    labels = ("FBS d=0.25", "FBS-CondConv d=0.25")
+  elif name == "cpu_convergence":
+    labels = ("dense", "FBS-CondConv d=0.25")
+  else:
+    return []
+  return [job for job in study_fbs_condconv_jobs() if job.label in labels]
+
+
 def get_sweep(name: str) -> list[Job]:
   """The jobs of sweep `name`, dependencies first."""
   if name not in SWEEPS:

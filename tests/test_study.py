@@ -174,3 +174,19 @@ def test_exact_reduction_of_static_rows_uses_the_dense_baseline(tmp_path):
   assert study.reduction_values(rows["dense"], exact=True, reference=ref) == [0.0] * 3
   # Without a reference a static network is compared with itself.
   assert study.reduction_values(rows["SCP d=0.25"], exact=True) == [0.0] * 3
+
+
+def test_variant_claims_compare_with_the_default_rows(tmp_path):
+  jobs = sweeps.compared_rows("cpu_fbs_variants") + sweeps.get_sweep("cpu_fbs_variants")
+  assert {j.label for j in jobs} >= {"FBS d=0.25", "FBS d=0.25 (strict)",
+                                     "FBS-CondConv d=0.25 (swishpred)"}
+  for job in jobs:
+    final = 50.0 + 0.5 * job.seed + (5.0 if job.label == "FBS d=0.25 (strict)" else 0.0)
+    _write_run(str(tmp_path), job.name, _curve(final))
+  rows = study.aggregate(jobs, str(tmp_path))
+  verdicts = {c.text: o for c, o in claims.evaluate(claims.for_sweep("cpu_fbs_variants"), rows)}
+  strict = verdicts["the strict tie rule (official code) beats dynjax's default for FBS d=0.25 (top-1)"]
+  assert strict.verdict == "holds" and abs(strict.value.mean - 5.0) < 1e-9
+  swish = verdicts["the layer's activation in the predictor (official code) beats dynjax's default "
+                   "for FBS-CondConv d=0.25 (top-1)"]
+  assert swish.verdict == "inconclusive" and abs(swish.value.mean) < 1e-9
