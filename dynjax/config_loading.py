@@ -197,8 +197,8 @@ def _parse_typed(node: config_dict.ConfigDict, field: str, value: Any, flag: str
       return True
     raise UserError(f"{flag} needs a value: {flag}=VALUE")
   text = value.strip()
-  if text.lower() in _NONE and field_type is not str:
-    return None
+  if text.lower() in _NONE and node[field] is None and field_type is not str:
+    return None  # unset an optional field (e.g. max_train_steps)
   if field_type is bool:
     if text.lower() in _TRUE:
       return True

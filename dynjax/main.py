@@ -106,6 +106,8 @@ def run():
   from dynjax.train import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
   data_validate.check_dataset(config.dataset, config.num_classes)
   ckpt_lib.check_workdir(FLAGS.workdir)
+  if config.init_from and not ckpt_lib.has_checkpoint(FLAGS.workdir):
+    ckpt_lib.check_init_from(config.init_from)
   from dynjax import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize()  # no-op for a single process
   import jax  # pylint: disable=g-import-not-at-top

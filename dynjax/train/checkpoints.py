@@ -126,6 +126,7 @@ class Checkpointer:
                         step, moved)
       return restored["state"], restored["meta"]
     step, error = failed[0]
+    self.close()
     raise UserError(
         f"no checkpoint in {self.directory!r} can be restored (steps {steps}; step {step}: "
         f"{describe(error)[:200]}); move that directory away to train from scratch")
