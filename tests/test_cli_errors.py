@@ -237,6 +237,44 @@ def test_data_checks_name_the_first_bad_index():
       .startswith("the input of step 2: example 2")
 
 
+class _Pipeline:
+  """Three 2-example batches per epoch; the batch of `bad_step` has a NaN pixel."""
+  steps_per_epoch = 3
+
+  def __init__(self, bad_step):
+    self.bad_step = bad_step
+
+  def train_batches(self, epoch, start):
+    for k in range(start, self.steps_per_epoch):
+      image = np.zeros((2, 2, 2, 1), np.float32)
+      if epoch * self.steps_per_epoch + k + 1 == self.bad_step:
+        image[1, 0, 0, 0] = np.nan
+      yield {"image": image, "label": np.zeros(2, np.int32)}
+
+
+class _Checkpointer:
+  directory = "/run/checkpoints"
+
+  def __init__(self, latest):
+    self.latest = latest
+
+  def latest_step(self):
+    return self.latest
+
+
+def test_non_finite_loss_names_the_last_good_step_and_the_cause():
+  from dynjax.train.trainer import _nonfinite_message  # pylint: disable=g-import-not-at-top
+  # Steps 3..6 span two epochs; the batch of step 5 is bad.
+  assert _nonfinite_message(2, 6, _Checkpointer(None), _Pipeline(5), 10) == (
+      "non-finite training loss between steps 3 and 6 (finite through step 2); run stopped, "
+      "no checkpoint was saved yet. The data is bad: the input of step 5: example 1 of its "
+      "batch has non-finite pixels; fix the dataset")
+  message = _nonfinite_message(2, 6, _Checkpointer(2), _Pipeline(7), 10)
+  assert "the last checkpoint (step 2) is kept in /run/checkpoints" in message
+  assert message.endswith("so training diverged: lower optimizer.learning_rate or set "
+                          "optimizer.clip_norm")
+
+
 # -- checkpoints -------------------------------------------------------------
 
 def _tiny_config(**changes):
