@@ -99,6 +99,8 @@ CASES = [
     ("init_from_missing", ["--config.init_from={root}/no_such_run"],
      r"init_from '.*no_such_run' does not exist"),
     ("unknown_flag", ["--workdr=x"], r"Unknown command line flag 'workdr'"),
+    ("batch_larger_than_data", ["--config.batch_size=4096"],
+     r"batch_size \(4096\) is larger than the training split of 'digits' \(1500 examples\)"),
 ]
 
 
@@ -375,7 +377,12 @@ def test_killed_mid_save_leaves_the_previous_checkpoint_intact(tmp_path):
   restored, meta = checkpointer.restore({"w": jnp.zeros((4_000_000,))})
   assert meta["epoch"] == finished[-1]
   np.testing.assert_array_equal(np.asarray(restored["w"]), float(finished[-1]))
+  # The resumed run saves the interrupted step again over the stale temporary directory.
+  checkpointer.save(finished[-1] + 1, {"w": restored["w"] + 1}, {"epoch": finished[-1] + 1},
+                    force=True)
   checkpointer.close()
+  listing = os.listdir(directory)
+  assert str(finished[-1] + 1) in listing and all(d.isdigit() for d in listing)
 
 
 def test_init_from_of_another_model_is_one_line(tmp_path):

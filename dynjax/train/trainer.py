@@ -20,6 +20,7 @@ from absl import logging
 
 from dynjax.data import InputPipeline, create_source
 from dynjax.data import validate as data_validate
+from dynjax.errors import describe
 from dynjax.train import checkpoints as ckpt_lib
 from dynjax.train import metrics as metrics_lib
 from dynjax.train import optim
@@ -58,6 +59,9 @@ def _initialise_from(state: TrainState, path: str, mesh) -> TrainState:
       loaded = convert_torchvision_resnet(path, host)
     except (ValueError, FileNotFoundError) as e:
       raise ConfigError(f"init_from {path!r}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # pylint: disable=broad-except  # unreadable file, torch missing
+      raise ConfigError(f"init_from {path!r} cannot be read as a torchvision state_dict "
+                        f"({describe(e)[:200]})") from e
     new = {"params": loaded["params"], "batch_stats": loaded.get("batch_stats", host["batch_stats"])}
     logging.info("Initialised from torchvision weights %s", path)
   else:
@@ -159,8 +163,11 @@ def train_and_evaluate(config: Any, workdir: str,
   validate(config, device_count=mesh.devices.size, process_count=jax.process_count())
   data_validate.check_dataset(config.dataset, config.num_classes)
   source = create_source(config.dataset, jax.process_index(), jax.process_count())
-  pipeline = InputPipeline(source, config.dataset, config.batch_size, config.eval_batch_size,
-                           config.seed, jax.process_count())
+  try:
+    pipeline = InputPipeline(source, config.dataset, config.batch_size, config.eval_batch_size,
+                             config.seed, jax.process_count())
+  except ValueError as e:  # e.g. batch_size larger than the training split
+    raise ConfigError(" ".join(str(e).split())) from e
   steps_per_epoch = pipeline.steps_per_epoch
   total_steps = steps_per_epoch * config.num_epochs
   if config.max_train_steps:
