@@ -279,7 +279,8 @@ def split_override_args(argv: Sequence[str]) -> tuple[list[tuple[str, str | None
       overrides.append((key, "false"))
     elif has_value:
       overrides.append((key, value))
-    elif i + 1 < len(argv) and not argv[i + 1].startswith("-"):
+    elif i + 1 < len(argv) and (not argv[i + 1].startswith("-")
+                                or re.fullmatch(r"-[\d.].*", argv[i + 1])):
       overrides.append((key, argv[i + 1]))
       i += 1
     else:
