@@ -229,6 +229,10 @@ def test_data_checks_name_the_first_bad_index():
     data_validate.check_arrays((x, y), (x[:, 1:], y), num_classes=6)
   with pytest.raises(UserError, match=r"x_test has 6 images but y_test has 5 labels"):
     data_validate.check_arrays((x, y), (x, y[:5]), num_classes=6)
+  with pytest.raises(UserError, match=r"dataset 'imagenet2012' has 1000 classes but num_classes "
+                                      r"is 10; .* set --config.num_classes=1000"):
+    data_validate.check_dataset(config_loading.load_config(
+        QUICKSTART, [("dataset.name", "imagenet2012")]).dataset, 10)
   images = np.zeros((3, 2, 2), np.float32)
   images[2, 1, 0] = np.inf
   assert data_validate.first_nonfinite(images) == 2

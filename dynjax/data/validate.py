@@ -6,7 +6,8 @@ inside tf.data, a label >= num_classes trains silently (its one-hot row is
 all zeros) and one NaN pixel turns every standardised image into NaN, which
 surfaces steps later as a non-finite loss blamed on the learning rate.
 `check_dataset(config)` runs before anything is compiled and raises
-`DataError` (a `dynjax.errors.UserError`) for:
+`DataError` (a `dynjax.errors.UserError`) for a `num_classes` below the classes
+of a built-in dataset, and for npz files:
 
 * a file that does not exist or is not an `.npz` archive;
 * missing arrays (`x_train`, `y_train`, `x_test`, `y_test`) or object arrays;
@@ -33,6 +34,8 @@ import numpy as np
 from dynjax.errors import UserError, describe
 
 NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+# Classes of the built-in datasets (their labels are 0 .. n-1).
+KNOWN_CLASSES = {"digits": 10, "cifar10": 10, "imagenet2012": 1000}
 _CHUNK = 4096  # examples per vectorised check (bounded extra memory)
 
 
@@ -48,6 +51,11 @@ def check_dataset(dataset_config: Any, num_classes: int) -> None:
   digits and tfds datasets are trusted). A file checked before, unchanged,
   is not read again (`dynjax.main` checks before JAX starts, the trainer
   again for direct callers)."""
+  known = KNOWN_CLASSES.get(dataset_config.name)
+  if known is not None and isinstance(num_classes, int) and num_classes < known:
+    raise DataError(f"dataset {dataset_config.name!r} has {known} classes but num_classes is "
+                    f"{num_classes}; labels >= {num_classes} would train silently as all-zero "
+                    f"targets: set --config.num_classes={known}")
   if dataset_config.name != "npz":
     return
   path = dataset_config.path
