@@ -106,11 +106,14 @@ def _import_file(path: str, shown: str):
   if module_spec is None or module_spec.loader is None:
     raise UserError(f"{shown}: {path!r} is not a Python file")
   module = importlib.util.module_from_spec(module_spec)
+  sys.modules[name] = module  # as a regular import (dataclasses look their module up)
   try:
     module_spec.loader.exec_module(module)
   except SyntaxError as e:
+    del sys.modules[name]
     raise UserError(f"{shown}: {path!r} does not parse: {e.msg} (line {e.lineno})") from e
   except Exception as e:  # pylint: disable=broad-except
+    del sys.modules[name]
     raise UserError(f"{shown}: importing {path!r} failed: {describe(e)}") from e
   return module
 
