@@ -20,7 +20,7 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest>=7", "chex>=0.1.86"],
+    "test": ["pytest>=7", "chex>=0.1.86", "hypothesis>=6"],
     # Only the torchvision weight converter imports torch.
     "torch": ["torch>=2.0"],
 }

@@ -10,12 +10,11 @@ split) and caches the result in `workdir/macs.json`.
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import json
 import os
-from typing import Any, Sequence
+from typing import Sequence
 
+from dynjax import config_loading
 from experiments import results as results_lib
 from experiments import sweeps
 
@@ -24,35 +23,10 @@ INPUT_INDEPENDENT_EXAMPLES = 8
 
 
 def load_config(config_path: str, arg: str, overrides: Sequence[tuple[str, str]] = ()):
-  """`get_config(arg)` of a config file with `--config.key=value` overrides applied.
-
-  Values are parsed like the command line: with the type of the current field
-  (tuples and None fields via `ast.literal_eval`, strings kept as text).
-  """
-  spec = importlib.util.spec_from_file_location("experiment_config", config_path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
-  for key, text in overrides:
-    *parents, leaf = key.split(".")
-    node = config
-    for name in parents:
-      node = node[name]
-    node[leaf] = _parse_value(text, node[leaf] if leaf in node else None)
-  return config
-
-
-def _parse_value(text: str, current: Any) -> Any:
-  if isinstance(current, bool):
-    return text.lower() in ("true", "1")
-  if isinstance(current, (int, float)) and not isinstance(current, bool):
-    return type(current)(ast.literal_eval(text))
-  if isinstance(current, str):
-    return text
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
+  """`get_config(arg)` of a config file with `--config.key=value` overrides
+  applied, exactly as `python -m dynjax.main` does (`dynjax.config_loading`)."""
+  spec = config_path if arg is None else f"{config_path}:{arg}"
+  return config_loading.load_config(spec, overrides)
 
 
 def convention_for(config) -> tuple[str, dict]:

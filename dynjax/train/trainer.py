@@ -19,6 +19,8 @@ import numpy as np
 from absl import logging
 
 from dynjax.data import InputPipeline, create_source
+from dynjax.data import validate as data_validate
+from dynjax.errors import describe
 from dynjax.train import checkpoints as ckpt_lib
 from dynjax.train import metrics as metrics_lib
 from dynjax.train import optim
@@ -57,6 +59,9 @@ def _initialise_from(state: TrainState, path: str, mesh) -> TrainState:
       loaded = convert_torchvision_resnet(path, host)
     except (ValueError, FileNotFoundError) as e:
       raise ConfigError(f"init_from {path!r}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # pylint: disable=broad-except  # unreadable file, torch missing
+      raise ConfigError(f"init_from {path!r} cannot be read as a torchvision state_dict "
+                        f"({describe(e)[:200]})") from e
     new = {"params": loaded["params"], "batch_stats": loaded.get("batch_stats", host["batch_stats"])}
     logging.info("Initialised from torchvision weights %s", path)
   else:
@@ -65,6 +70,11 @@ def _initialise_from(state: TrainState, path: str, mesh) -> TrainState:
     for name in ("params", "batch_stats"):
       new[name], loaded, total = ckpt_lib.merge_matching(host[name], source[name])
       logging.info("init_from %s: %d of %d %s leaves loaded", path, loaded, total, name)
+      stored = len(jax.tree.leaves(source[name]))
+      if name == "params" and 2 * loaded < stored:  # a dense baseline fits a gated model
+        raise ConfigError(f"init_from {path!r}: only {loaded} of its {stored} parameters fit "
+                          "this model (same name and shape); is it a run of another model "
+                          "or width?")
   new = sharding_lib.replicate(new, mesh)
   opt_state = jax.jit(state.tx.init, out_shardings=sharding_lib.replicated(mesh))(new["params"])
   return state.replace(params=new["params"], batch_stats=new["batch_stats"], opt_state=opt_state)
@@ -86,6 +96,32 @@ def _flop_sample(pipeline: InputPipeline, max_batches: int = 4) -> np.ndarray:
       break
     images.append(batch["image"][batch["mask"] > 0])
   return np.concatenate(images)
+
+
+def _nonfinite_message(good: int, step: int, checkpointer, pipeline, num_classes: int) -> str:
+  """Names the last step known finite, the checkpoint kept, and the cause: the
+  batches of the failing steps are produced again and checked, so bad data is
+  told apart from a diverging optimisation."""
+  latest = checkpointer.latest_step()
+  kept = (f"the last checkpoint (step {latest}) is kept in {checkpointer.directory}"
+          if latest is not None else "no checkpoint was saved yet")
+  head = (f"non-finite training loss between steps {good + 1} and {step} (finite through "
+          f"step {good}); run stopped, {kept}")
+
+  def batches():
+    spe = pipeline.steps_per_epoch
+    for epoch in range(good // spe, (step - 1) // spe + 1):
+      start = good % spe if epoch == good // spe else 0
+      for i, batch in enumerate(pipeline.train_batches(epoch, start)):
+        if epoch * spe + start + i >= step:
+          return
+        yield epoch * spe + start + i + 1, batch
+
+  problem = data_validate.find_bad_batch(batches(), num_classes)
+  if problem:
+    return f"{head}. The data is bad: {problem}; fix the dataset"
+  return (f"{head}. The input data of those steps is finite with valid labels, so training "
+          "diverged: lower optimizer.learning_rate or set optimizer.clip_norm")
 
 
 def _mean_metrics(acc: dict[str, jax.Array], n: int) -> dict[str, float]:
@@ -125,9 +161,13 @@ def train_and_evaluate(config: Any, workdir: str,
   jax.config.update("jax_threefry_partitionable", True)
   mesh = sharding_lib.create_mesh(devices)
   validate(config, device_count=mesh.devices.size, process_count=jax.process_count())
+  data_validate.check_dataset(config.dataset, config.num_classes)
   source = create_source(config.dataset, jax.process_index(), jax.process_count())
-  pipeline = InputPipeline(source, config.dataset, config.batch_size, config.eval_batch_size,
-                           config.seed, jax.process_count())
+  try:
+    pipeline = InputPipeline(source, config.dataset, config.batch_size, config.eval_batch_size,
+                             config.seed, jax.process_count())
+  except ValueError as e:  # e.g. batch_size larger than the training split
+    raise ConfigError(" ".join(str(e).split())) from e
   steps_per_epoch = pipeline.steps_per_epoch
   total_steps = steps_per_epoch * config.num_epochs
   if config.max_train_steps:
@@ -137,6 +177,8 @@ def train_and_evaluate(config: Any, workdir: str,
                                        config.keep_checkpoints,
                                        ckpt_lib.experiment_identity(config))
   checkpointer.check_identity()  # before any compilation
+  if config.init_from and checkpointer.latest_step() is None:
+    ckpt_lib.check_init_from(config.init_from)
   model = build_model(config)
   tx = optim.create_optimizer(config, steps_per_epoch)
   state = create_train_state(model, tx, jax.random.PRNGKey(config.seed), source.image_shape, mesh)
@@ -173,10 +215,8 @@ def train_and_evaluate(config: Any, workdir: str,
     if acc is not None and float(jax.device_get(acc["nonfinite"])) > 0:
       checkpointer.close()
       writer.close()
-      raise NonFiniteLossError(
-          f"non-finite training loss between steps {checked_step + 1} and {step}; run stopped. "
-          f"The last good checkpoint (step {checkpointer.latest_step()}) is kept in "
-          f"{checkpointer.directory}; lower optimizer.learning_rate or set optimizer.clip_norm")
+      raise NonFiniteLossError(_nonfinite_message(checked_step, step, checkpointer, pipeline,
+                                                  config.num_classes))
     checked_step = step
 
   preempted = False
