@@ -83,8 +83,10 @@ def recount(config, workdir: str, max_examples: int = 512) -> dict:
     if config.dynamic.method != "ftwt" or seen >= max_examples:
       break
   macs = total / max(seen, 1)
-  if convention == "ftwt_code" and config.dynamic.method == "dense":
-    macs = dense  # the FTWT code counts gated convs only; its dense model is `args.macs`
+  if convention == "ftwt_code" and config.dynamic.method in ("dense", "static"):
+    # The FTWT code counts gated convs only; an ungated network (the dense
+    # baseline, a static width) costs its dense count, `args.macs` there.
+    macs = dense
   if config.dynamic.method == "static":
     dense = _full_width_dense_macs(config, images, convention)
   return {"convention": convention, "params": params, "macs": macs,

@@ -143,6 +143,16 @@ def reference_row(rows: Sequence[Row], row: Row) -> Row | None:
   return None
 
 
+def is_static(row: Row) -> bool:
+  """Whether `row` is a statically narrowed network (SCP, a static width)."""
+  for job in row.jobs:
+    if dict(job.overrides).get("dynamic.method") == "static":
+      return True
+    if job.arg.split(",")[0] in ("scp", "scp_condconv"):
+      return True
+  return False
+
+
 def reduction_values(row: Row, exact: bool, reference: Row | None = None) -> list[float]:
   """Per-seed MAC reduction (%) of `row`.
 
@@ -150,7 +160,9 @@ def reduction_values(row: Row, exact: bool, reference: Row | None = None) -> lis
   model. The trainer's exact count compares a run with its own network
   without gates, which for a statically narrowed network (SCP, static width)
   is the narrow network itself; those rows are compared with the exact MACs
-  of `reference` (the unpruned baseline) instead.
+  of `reference` (the unpruned baseline) instead. (A static row's exact count
+  can sit slightly below its own dense count, where ReLU leaves an input
+  channel zero for an example, so static rows are recognised by their job.)
   """
   base = None
   if exact and reference is not None:
@@ -163,8 +175,7 @@ def reduction_values(row: Row, exact: bool, reference: Row | None = None) -> lis
     if exact:
       if r.dynamic_macs is None or not r.dense_macs:
         continue
-      static = r.dynamic_macs == r.dense_macs
-      denominator = base if (static and base) else r.dense_macs
+      denominator = base if (base and is_static(row)) else r.dense_macs
       out.append(100 * (1 - r.dynamic_macs / denominator))
     elif r.paper_macs is not None and r.paper_dense_macs:
       out.append(100 * (1 - r.paper_macs / r.paper_dense_macs))

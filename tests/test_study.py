@@ -52,13 +52,14 @@ def test_convergence_rule():
 def _write_run(root, name, top1_curve, macs=(2.0, 8.0), mask_acc=None, seconds=10.0):
   workdir = os.path.join(root, name)
   os.makedirs(workdir)
+  records = [{"step": step, "eval_top1": top1 / 100} for step, top1 in top1_curve]
+  records += [{"step": step, "train_ftwt_mask_accuracy": acc} for step, acc in (mask_acc or [])]
+  records.sort(key=lambda r: r["step"])  # in the order a trainer writes them
+  records.append({"step": top1_curve[-1][0], "eval_dense_macs": macs[1] * 1e6,
+                  "eval_dynamic_macs": macs[0] * 1e6})
   with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
-    for step, top1 in top1_curve:
-      f.write(json.dumps({"step": step, "eval_top1": top1 / 100}) + "\n")
-    for step, acc in (mask_acc or []):
-      f.write(json.dumps({"step": step, "train_ftwt_mask_accuracy": acc}) + "\n")
-    f.write(json.dumps({"step": top1_curve[-1][0], "eval_dense_macs": macs[1] * 1e6,
-                        "eval_dynamic_macs": macs[0] * 1e6}) + "\n")
+    for record in records:
+      f.write(json.dumps(record) + "\n")
   json.dump({"returncode": 0, "seconds": seconds}, open(os.path.join(workdir, "run.json"), "w"))
 
 
@@ -190,3 +191,42 @@ def test_variant_claims_compare_with_the_default_rows(tmp_path):
   swish = verdicts["the layer's activation in the predictor (official code) beats dynjax's default "
                    "for FBS-CondConv d=0.25 (top-1)"]
   assert swish.verdict == "inconclusive" and abs(swish.value.mean) < 1e-9
+
+
+def test_cheaper_and_more_accurate_static_network_refutes_ftwt(tmp_path):
+  # FTWT at 6 M MACs; both static networks are cheaper (2.5 M, 4.5 M). The
+  # dearer one is 6 points more accurate: a claim that FTWT beats a static
+  # network of its MACs fails. Where the cheaper static row is less accurate
+  # nothing follows, and the verdict stays inconclusive.
+  jobs = [j for j in sweeps.get_sweep("cpu_ftwt") if j.name.startswith("cpu_ftwt_cifar_vgg16_bn")]
+  macs = {"baseline": 8.0, "r0.92_joint": 6.0, "r0.92_decoupled": 6.0, "r0.85_decoupled": 5.0,
+          "r0.88_joint": 5.5, "static_w0.5": 2.5, "static_w0.75": 4.5}
+  top1 = {"baseline": 60.0, "r0.92_joint": 54.0, "r0.92_decoupled": 62.0, "r0.85_decoupled": 58.5,
+          "r0.88_joint": 55.0, "static_w0.5": 53.0, "static_w0.75": 60.0}
+  for job in jobs:
+    key = job.name[len("cpu_ftwt_cifar_vgg16_bn_"):-3]
+    _write_run(str(tmp_path), job.name, _curve(top1[key] + 0.3 * job.seed),
+               macs=(macs[key] + 0.05 * job.seed, 8.0))
+  rows = study.aggregate(jobs, str(tmp_path))
+  outcomes = {c.text: o for c, o in claims.evaluate(claims.ftwt_claims(), rows)}
+  worse = outcomes["FTWT beats a static network of at least its MACs (vgg16_bn r = 0.92 joint)"]
+  assert worse.verdict == "fails" and worse.value.mean == pytest.approx(-6.0)
+  assert "cheaper vgg16_bn static w=0.75" in worse.detail
+  better = outcomes["FTWT beats a static network of at least its MACs (vgg16_bn r = 0.92 decoupled)"]
+  assert better.verdict == "inconclusive" and better.value.mean == pytest.approx(2.0)
+  assert "no static row" in better.detail
+
+
+def test_metrics_of_a_restarted_run_keep_only_the_final_run(tmp_path):
+  from experiments import results as results_lib
+  lines = [{"step": 20, "train_loss": 2.0}, {"step": 40, "eval_top1": 0.3},
+           {"step": 60, "eval_top1": 0.4},
+           # killed, resumed from the step-40 checkpoint: 60 is superseded
+           {"step": 40, "eval_top1": 0.31}, {"step": 60, "eval_top1": 0.45},
+           # killed again without a checkpoint: restarted from scratch
+           {"step": 20, "train_loss": 2.1}, {"step": 40, "eval_top1": 0.32},
+           {"step": 60, "eval_top1": 0.5}]
+  (tmp_path / results_lib.METRICS_FILE).write_text(
+      "\n".join(json.dumps(line) for line in lines) + "\n{\"step\": 8")
+  assert results_lib.read_metrics(str(tmp_path)) == lines[5:]
+  assert study.eval_curve(str(tmp_path)) == [(40, 32.0), (60, 50.0)]
