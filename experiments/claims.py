@@ -357,6 +357,20 @@ def convergence_claims() -> list[Claim]:
   return claims
 
 
+def ftwt_budget_claims(arch: str = "vgg16_bn") -> list[Claim]:
+  """What 25 epochs add to the 15-epoch FTWT baseline, and whether the static
+  network that beat FTWT still stands against a dense one of its budget."""
+  longer = f"{arch} baseline, 25 epochs"
+  static = f"{arch} static w=0.75"
+  return [
+      Claim("ftwt_budget", f"25 epochs beat 15 for the {arch} baseline (top-1)",
+            "budget check (not a paper claim)", (longer, f"{arch} baseline"),
+            better_accuracy(longer, f"{arch} baseline")),
+      Claim("ftwt_budget", f"the dense {arch} beats the static w=0.75 one at 25 epochs each (top-1)",
+            "budget check (not a paper claim)", (longer, static), better_accuracy(longer, static)),
+  ]
+
+
 def for_sweep(sweep: str) -> list[Claim]:
   """The claims a study sweep answers (none for other sweeps)."""
   if sweep == "cpu_fbs_condconv":
@@ -367,4 +381,6 @@ def for_sweep(sweep: str) -> list[Claim]:
     return fbs_variant_claims()
   if sweep == "cpu_convergence":
     return convergence_claims()
+  if sweep == "cpu_ftwt_budget":
+    return ftwt_budget_claims()
   return []

@@ -273,6 +273,25 @@ def study_ftwt_jobs(seeds=STUDY_SEEDS, archs=tuple(STUDY_FTWT_ARCHS)) -> list[Jo
   return jobs
 
 
+def study_ftwt_budget_jobs(seeds=STUDY_SEEDS, archs=("vgg16_bn",)) -> list[Job]:
+  """The FTWT family's budget check: the dense baseline trained for the 25
+  epochs that the static comparators (and baseline + FTWT stage) take, to
+  separate what the static rows gain from the budget from what they gain
+  from the method."""
+  jobs = []
+  epochs = STUDY_FTWT_BASE_EPOCHS + STUDY_FTWT_EPOCHS
+  for arch in archs:
+    paper_arch, width = STUDY_FTWT_ARCHS[arch]
+    for seed in seeds:
+      base = _as_arch(ftwt_cifar10_jobs(archs=(paper_arch,))[0], paper_arch, arch)
+      job = dataclasses.replace(
+          base.with_overrides(("model_kwargs.width_multiplier", str(width)), *STUDY_FTWT_STATIC),
+          name=f"{base.name}_{epochs}ep", label=f"{base.label}, {epochs} epochs",
+          series=f"{base.series}, {epochs} epochs")
+      jobs.append(seeded(job, seed, "cpu_"))
+  return jobs
+
+
 SWEEPS: dict[str, Callable[[], list[Job]]] = {
     "ftwt_cifar10": ftwt_cifar10_jobs,
     "ftwt_imagenet": ftwt_imagenet_jobs,
@@ -281,6 +300,7 @@ SWEEPS: dict[str, Callable[[], list[Job]]] = {
     "cpu_fbs_variants": study_fbs_variant_jobs,
     "cpu_ftwt": study_ftwt_jobs,
     "cpu_convergence": study_convergence_jobs,
+    "cpu_ftwt_budget": study_ftwt_budget_jobs,
 }
 
 
@@ -295,6 +315,9 @@ def compared_rows(name: str) -> list[Job]:
     labels = ("FBS d=0.25", "FBS-CondConv d=0.25")
   elif name == "cpu_convergence":
     labels = ("dense", "FBS-CondConv d=0.25")
+  elif name == "cpu_ftwt_budget":
+    return [job for job in study_ftwt_jobs(archs=("vgg16_bn",))
+            if "r=" in job.label or job.label.endswith(("baseline", "w=0.75"))]
   else:
     return []
   return [job for job in study_fbs_condconv_jobs() if job.label in labels]

@@ -230,3 +230,23 @@ def test_metrics_of_a_restarted_run_keep_only_the_final_run(tmp_path):
       "\n".join(json.dumps(line) for line in lines) + "\n{\"step\": 8")
   assert results_lib.read_metrics(str(tmp_path)) == lines[5:]
   assert study.eval_curve(str(tmp_path)) == [(40, 32.0), (60, 50.0)]
+
+
+def test_ftwt_budget_claims_compare_the_longer_baseline(tmp_path):
+  jobs = sweeps.compared_rows("cpu_ftwt_budget") + sweeps.get_sweep("cpu_ftwt_budget")
+  labels = {j.label for j in jobs}
+  assert {"vgg16_bn baseline, 25 epochs", "vgg16_bn baseline", "vgg16_bn static w=0.75"} <= labels
+  # The longer baseline runs the static comparators' recipe without the pruning.
+  longer = [j for j in jobs if j.label == "vgg16_bn baseline, 25 epochs"][0]
+  static = [j for j in jobs if j.label == "vgg16_bn static w=0.75"][0]
+  assert set(static.overrides) - set(longer.overrides) == {
+      ("dynamic.method", "static"), ("dynamic.density", "0.75")}
+  finals = {"vgg16_bn baseline, 25 epochs": 72.0, "vgg16_bn baseline": 67.0,
+            "vgg16_bn static w=0.75": 70.0}
+  for job in jobs:
+    if job.label in finals:
+      _write_run(str(tmp_path), job.name, _curve(finals[job.label] + 0.2 * job.seed))
+  rows = study.aggregate([j for j in jobs if j.label in finals], str(tmp_path))
+  outcomes = [o for _, o in claims.evaluate(claims.for_sweep("cpu_ftwt_budget"), rows)]
+  assert [o.verdict for o in outcomes] == ["holds", "holds"]
+  assert [o.value.mean for o in outcomes] == [pytest.approx(5.0), pytest.approx(2.0)]
