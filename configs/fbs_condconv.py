@@ -1,6 +1,6 @@
 r"""FBS-pruned CondConv on M-CifarNet: every row of the seed paper's Table 2.
 
-Recipe: fbs_condconv.md §5.3 with the §6 recommendations. Argument:
+Recipe: docs/methods.md#fbs-pruned-condconv and #training-recipes. Argument:
 `method[,d][,key=value...]` with `method` one of
 
   dense         the M-CifarNet baseline (Table 1 d = 1.0 row, 94.84%)
@@ -21,7 +21,7 @@ L2 loss on kernels; FBS lasso 1e-8; global-norm clipping at 5.0 (the seed
 gives no value, §6.12; applied to every row so the rows stay comparable).
 
 Expected runtime: one GPU, ~2-4 h per run (480 epochs of 195 steps).
-Paper numbers targeted (fbs_condconv.md §5.4, top-1 %; MACs in M by the seed's
+Paper numbers targeted (docs/methods.md#published-numbers, top-1 %; MACs in M by the seed's
 fractional-d*C convention, Table 1):
 
   d     MACs   SCP    SCP-CondConv  FBS-CondConv

@@ -1,6 +1,6 @@
 r"""FTWT on CIFAR-10: dense baselines and every dynamic row of the FTWT table.
 
-Recipes: ftwt.md §6.1 (baseline) and §6.2 (dynamic), the official scripts
+Recipes: docs/methods.md#training-recipes (baseline and dynamic), after the official scripts
 `job_baseline.sh` / `job_dynamic.sh`. Argument: `arch[,r,mode][,key=value...]`.
 
   # Dense baseline (200 epochs, SGD 0.1, wd 5e-4, x0.1 at 81/122/151):
@@ -18,7 +18,7 @@ dense baseline); `mode` in {decoupled, joint}; `init_from` (default
 `workdirs/ftwt_cifar_<arch>_baseline`, the workdir of the baseline run).
 
 Expected runtime: one GPU, ~1-3 h per run (200 epochs of 391 steps); CPU is
-impractical beyond a few epochs. Paper numbers targeted (ftwt.md §7, top-1 /
+impractical beyond a few epochs. Paper numbers targeted (docs/methods.md#published-numbers, top-1 /
 FLOPs reduction by the FTWT-code accounting):
 
   vgg16_bn     baseline 93.82 | 0.92 joint 93.55 / 65% | 0.92 decoupled 93.73 / 56%

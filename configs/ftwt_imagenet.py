@@ -1,7 +1,7 @@
 r"""FTWT on ImageNet (ILSVRC2012): ResNet-18/34 and MobileNetV1, decoupled mode.
 
 BEST-EFFORT RECIPE, NOT THE AUTHORS': the FTWT paper's ImageNet schedule is not
-published (ftwt.md §6.3). This mirrors the CIFAR recipe: start from the dense
+published (docs/methods.md#imagenet-recipes). This mirrors the CIFAR recipe: start from the dense
 ImageNet model, backbone SGD lr 0.01 at batch 256 (momentum 0.9, wd 1e-4,
 x0.1 at 1/3 and 2/3 of the run), gates SGD 0.1 constant with wd 0, BCE mask
 loss for the first half (cooldown 0.5), RandomResizedCrop-224 + flip, eval
@@ -31,7 +31,7 @@ adds a 2-epoch linear warm-up to the backbone. E.g. a TPU v3-32 or 8x A100:
 must divide by the device count.
 
 Expected runtime: ~10-14 h per run on 8 A100s (30 epochs of 5,005 steps).
-Paper numbers targeted (ftwt.md §7, top-1 / FLOPs reduction):
+Paper numbers targeted (docs/methods.md#published-numbers, top-1 / FLOPs reduction):
 
   ResNet34 (73.30)  r=0.97 73.25/25.86% | 0.95 72.79/37.77% | 0.93 72.17/47.42%
                     0.92 71.71/52.24%

@@ -1,4 +1,4 @@
-"""CondConv: per-example kernels mixed from n experts (fbs_condconv.md §4).
+"""CondConv: per-example kernels mixed from n experts (docs/methods.md#condconv).
 
   y_b = (sum_i alpha_{b,i} W_i) * x_b,   alpha_b = sigmoid(GAP(x_b) R + c).
 
