@@ -54,7 +54,24 @@ import flax.linen as nn
 from dynjax.layers.gates import spatial_mean
 
 
-_METHOD_OVERRIDE = contextvars.ContextVar("condconv_method_override", default=None)
+# A jit-cache-sensitive context: a function jitted and called outside the
+# override must be re-traced inside it, or tools would read the cached trace of
+# the default lowering (the FLOP counter would count the wrong program).
+if hasattr(jax, "make_user_context"):
+  _METHOD_OVERRIDE = jax.make_user_context(None)
+  _override_value = lambda: _METHOD_OVERRIDE.value
+  _override_block = _METHOD_OVERRIDE
+else:  # older jax: jit's cache cannot see the override; trace un-jitted fns
+  _METHOD_OVERRIDE = contextvars.ContextVar("condconv_method_override", default=None)
+  _override_value = _METHOD_OVERRIDE.get
+
+  @contextlib.contextmanager
+  def _override_block(method):
+    token = _METHOD_OVERRIDE.set(method)
+    try:
+      yield
+    finally:
+      _METHOD_OVERRIDE.reset(token)
 
 
 @contextlib.contextmanager
@@ -63,13 +80,12 @@ def method_override(method: str | None):
 
   Used by tools that need a particular lowering, e.g. the FLOP counter traces
   with `"batched"` so the kernel mixing appears as one `dot_general` (n MACs
-  per kernel weight) followed by a single per-example convolution.
+  per kernel weight) followed by a single per-example convolution. The
+  override is part of `jax.jit`'s cache key, so an already-traced jitted
+  function is traced again under it.
   """
-  token = _METHOD_OVERRIDE.set(method)
-  try:
+  with _override_block(method):
     yield
-  finally:
-    _METHOD_OVERRIDE.reset(token)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -290,7 +306,7 @@ class CondConv(nn.Module):
     self.sow("dynamic", "alpha", alpha, init_fn=lambda: None,
              reduce_fn=lambda _, new: new)
     depthwise = groups == cin == self.features and groups > 1
-    method = _METHOD_OVERRIDE.get() or self.method
+    method = _override_value() or self.method
     if method == "auto":
       method = "depthwise" if depthwise else "im2col" if groups == 1 else "mixture"
     strides = _pair(self.strides)
