@@ -18,7 +18,7 @@ Recipe: RMSProp TF-style (decay 0.9, momentum 0.9, eps 1.0 inside the square
 root), lr 0.01 cosine to 0, batch 256, 480 epochs; swish; He init; pad-4
 crop, flip, per-channel standardisation, Cutout 18; weight decay 1e-4 as a TF
 L2 loss on kernels; FBS lasso 1e-8; global-norm clipping at 5.0 (the seed
-gives no value, §6.12; applied to every row so the rows stay comparable).
+gives no value, docs/methods.md#optimisers; applied to every row so the rows stay comparable).
 
 Expected runtime: one GPU, ~2-4 h per run (480 epochs of 195 steps).
 Paper numbers targeted (docs/methods.md#published-numbers, top-1 %; MACs in M by the seed's

@@ -100,7 +100,7 @@ def seed_table2(method: str, density: float) -> PaperResult | None:
   """The seed paper's Table-2 accuracy and Table-1 MACs for `method` at `d`."""
   if method == "dense":
     return PaperResult(SEED_BASELINE_TOP1, SEED_TABLE1_MACS[1.0], None,
-                       "seed §5.4 baseline, Table 1")
+                       "seed baseline, Table 1")
   top1 = SEED_TABLE2.get(method, {}).get(density)
   if top1 is None:
     return None

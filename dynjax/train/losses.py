@@ -78,7 +78,8 @@ def ftwt_mask_loss(layers: list[tuple[str, dict]]) -> jax.Array:
 
 def ftwt_mask_weight(epoch: jax.Array | int, num_epochs: int, weight: float,
                      cooldown: float) -> jax.Array:
-  """`weight` until epoch `int(cooldown * num_epochs)`, 0 from then on (§4.2)."""
+  """`weight` until epoch `int(cooldown * num_epochs)`, 0 from then on
+  (docs/methods.md#mask-loss-and-cooldown)."""
   return jnp.where(jnp.asarray(epoch) >= int(cooldown * num_epochs), 0.0, weight)
 
 
