@@ -17,28 +17,10 @@ Four exact ways to compute a batch (`method`):
 - `"depthwise"` (depthwise only): mix per-example kernels, then kh*kw shifted
   multiply-adds.
 
-Measured with `python benchmarks/condconv_methods.py --batch 32 64 --repeats 2
---rounds 2` on CPU (2 shared cores, load average ~5, XLA CPU, jax 0.10.2),
-forward+backward, n = 4, in ms (interleaved best of 2 rounds):
-
-  shape (HxW, Cin->Cout)        batch  plain conv  mixture  im2col
-  M-CifarNet conv1 30x30 64->64    32      159        570     194
-  M-CifarNet conv2 30x30 64->128/2 32       66        227      80
-  M-CifarNet conv3 15x15 128->128  32       77        323     142
-  M-CifarNet conv6  8x8  192->192  32       46        171     156
-  M-CifarNet conv1 30x30 64->64    64      710       2619     751
-  M-CifarNet conv3 15x15 128->128  64      401       1730     545
-  M-CifarNet conv6  8x8  192->192  64      160        592     537
-
-An earlier run (batch 64) measured `batched` at 8366 / 4035 / 16047 ms for
-conv3 / conv6 / conv1 (XLA CPU runs the batch-folded grouped convolution
-~20x slower than mixture), and on a depthwise 16x16x256 layer `depthwise`
-483 ms against 26455 (batched) and 73520 (mixture). Patches taken with
-`lax.conv_general_dilated_patches` instead of shifted windows made
-`im2col` 3-4x slower than `mixture` (that op lowers to a one-hot
-convolution). So `"auto"` picks `"im2col"` for ungrouped convs,
-`"depthwise"` for depthwise ones and `"mixture"` for other grouped convs
-(not measured).
+`"auto"` picks `"im2col"` for ungrouped convs, `"depthwise"` for depthwise
+ones and `"mixture"` for other grouped convs: on XLA CPU `im2col` is the
+fastest exact lowering for ungrouped convs and the batch-folded `batched`
+convolution the slowest (measurements in docs/performance.md#condconv-lowerings).
 """
 
 from __future__ import annotations
