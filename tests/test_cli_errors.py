@@ -130,6 +130,7 @@ def cli_results(tmp_path_factory):
     return {case: f.result() for case, f in futures.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case,args,pattern", CASES, ids=[c[0] for c in CASES])
 def test_user_mistake_is_one_line(cli_results, case, args, pattern):
   del args
@@ -142,6 +143,7 @@ def test_user_mistake_is_one_line(cli_results, case, args, pattern):
   assert re.search(pattern, lines[0]), lines[0]
 
 
+@pytest.mark.slow
 def test_debug_flag_shows_the_traceback(tmp_path):
   proc = _run_cli(["--config.dynamic.densty=0.5", "--debug"], str(tmp_path), str(tmp_path))
   assert proc.returncode == 1 and "Traceback" in proc.stderr
@@ -308,6 +310,7 @@ def _flip_bytes(step_dir):
       f.write(data)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fast_cpu_compiles")
 def test_damaged_latest_checkpoint_falls_back_and_resumes_exactly(tmp_path, caplog):
   straight, damaged, hopeless = (str(tmp_path / n) for n in ("straight", "damaged", "hopeless"))
@@ -377,6 +380,7 @@ def _kill_during_a_save(workdir):
   return os.listdir(directory)
 
 
+@pytest.mark.slow
 def test_killed_mid_save_leaves_the_previous_checkpoint_intact(tmp_path):
   for attempt in range(3):  # the kill can land just after a rename: try again then
     workdir = str(tmp_path / f"attempt{attempt}")
