@@ -348,11 +348,10 @@ _SAVER = textwrap.dedent("""
     import jax.numpy as jnp
     from dynjax.train import checkpoints
     checkpointer = checkpoints.Checkpointer(
-        sys.argv[1], 1, 2, {k: 0 for k in checkpoints.IDENTITY_FIELDS})
+        sys.argv[1], 2, {k: 0 for k in checkpoints.IDENTITY_FIELDS})
     step = 1
     while True:  # saves until killed; each save is 16 MB of the value `step`
-      checkpointer.save(step, {"w": jnp.full((4_000_000,), float(step))}, {"epoch": step},
-                        force=True)
+      checkpointer.save(step, {"w": jnp.full((4_000_000,), float(step))}, {"epoch": step})
       print(step, flush=True)
       step += 1
 """)
@@ -389,15 +388,14 @@ def test_killed_mid_save_leaves_the_previous_checkpoint_intact(tmp_path):
   else:
     pytest.fail("the kill never interrupted a save")
   directory = os.path.join(workdir, ckpt_lib.CHECKPOINT_SUBDIR)
-  checkpointer = ckpt_lib.Checkpointer(workdir, 1, 2, {k: 0 for k in ckpt_lib.IDENTITY_FIELDS})
+  checkpointer = ckpt_lib.Checkpointer(workdir, 2, {k: 0 for k in ckpt_lib.IDENTITY_FIELDS})
   finished = sorted(int(d) for d in os.listdir(directory) if d.isdigit())
   assert finished and finished[-1] >= 2
   restored, meta = checkpointer.restore({"w": jnp.zeros((4_000_000,))})
   assert meta["epoch"] == finished[-1]
   np.testing.assert_array_equal(np.asarray(restored["w"]), float(finished[-1]))
   # The resumed run saves the interrupted step again over the stale temporary directory.
-  checkpointer.save(finished[-1] + 1, {"w": restored["w"] + 1}, {"epoch": finished[-1] + 1},
-                    force=True)
+  checkpointer.save(finished[-1] + 1, {"w": restored["w"] + 1}, {"epoch": finished[-1] + 1})
   checkpointer.close()
   listing = os.listdir(directory)
   assert str(finished[-1] + 1) in listing and all(d.isdigit() for d in listing)
