@@ -33,6 +33,7 @@ fractional-d*C convention, Table 1):
 """
 
 from configs import common
+from configs import default
 
 METHODS = ("dense", "scp", "scp_condconv", "fbs", "fbs_condconv")
 SEED_DENSITIES = (0.9, 0.7, 0.5, 0.3, 0.25)
@@ -56,7 +57,7 @@ def get_config(arg=None):
   if not 0.0 < density <= 1.0:
     raise ValueError(f"config argument d must be in (0, 1], got {density}")
 
-  config = common.base_config()
+  config = default.get_config()
   config.model = "mcifarnet"
   config.model_kwargs = dict(width_multiplier=1.0, activation="swish", conv_init="he")
   policy, experts = _POLICY[method]
@@ -68,12 +69,12 @@ def get_config(arg=None):
   config.batch_size = 256
   config.eval_batch_size = 256
   config.num_epochs = 480
-  config.optimizer = common.default.optimizer_config(
+  config.optimizer = default.optimizer_config(
       name="rmsprop", learning_rate=0.01, momentum=0.9, rmsprop_decay=0.9,
       rmsprop_eps=1.0, rmsprop_initial_scale=1.0, weight_decay=1e-4,
       weight_decay_mode="l2_loss", schedule="cosine", schedule_unit="step",
       clip_norm=5.0)
-  config.gate_optimizer = common.default.optimizer_config(name="same")
+  config.gate_optimizer = default.optimizer_config(name="same")
   config.loss.fbs_lasso = 1e-8
   config.checkpoint_every_steps = 2000
   config.log_every_steps = 100
