@@ -1,8 +1,8 @@
 """Recount a finished job's MACs in its paper's convention (`macs.json`).
 
 The trainer records MACs in dynjax's exact convention on one evaluation
-batch. The papers use their own accounting (fbs_condconv.md §2.2 for the
-seed's Table 1, ftwt.md §5 for FTWT), so the collector recounts with
+batch. The papers use their own accounting (docs/methods.md#counting-macs: the
+seed's Table 1 and the FTWT code), so the collector recounts with
 `dynjax.flops` under `fbs_condconv_paper` (M-CifarNet rows, at the job's
 density) or `ftwt_code` (FTWT rows, on the trained weights and the whole test
 split) and caches the result in `workdir/macs.json`.

@@ -130,6 +130,7 @@ def cli_results(tmp_path_factory):
     return {case: f.result() for case, f in futures.items()}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case,args,pattern", CASES, ids=[c[0] for c in CASES])
 def test_user_mistake_is_one_line(cli_results, case, args, pattern):
   del args
@@ -142,6 +143,7 @@ def test_user_mistake_is_one_line(cli_results, case, args, pattern):
   assert re.search(pattern, lines[0]), lines[0]
 
 
+@pytest.mark.slow
 def test_debug_flag_shows_the_traceback(tmp_path):
   proc = _run_cli(["--config.dynamic.densty=0.5", "--debug"], str(tmp_path), str(tmp_path))
   assert proc.returncode == 1 and "Traceback" in proc.stderr
@@ -308,6 +310,7 @@ def _flip_bytes(step_dir):
       f.write(data)
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("fast_cpu_compiles")
 def test_damaged_latest_checkpoint_falls_back_and_resumes_exactly(tmp_path, caplog):
   straight, damaged, hopeless = (str(tmp_path / n) for n in ("straight", "damaged", "hopeless"))
@@ -345,11 +348,10 @@ _SAVER = textwrap.dedent("""
     import jax.numpy as jnp
     from dynjax.train import checkpoints
     checkpointer = checkpoints.Checkpointer(
-        sys.argv[1], 1, 2, {k: 0 for k in checkpoints.IDENTITY_FIELDS})
+        sys.argv[1], 2, {k: 0 for k in checkpoints.IDENTITY_FIELDS})
     step = 1
     while True:  # saves until killed; each save is 16 MB of the value `step`
-      checkpointer.save(step, {"w": jnp.full((4_000_000,), float(step))}, {"epoch": step},
-                        force=True)
+      checkpointer.save(step, {"w": jnp.full((4_000_000,), float(step))}, {"epoch": step})
       print(step, flush=True)
       step += 1
 """)
@@ -377,6 +379,7 @@ def _kill_during_a_save(workdir):
   return os.listdir(directory)
 
 
+@pytest.mark.slow
 def test_killed_mid_save_leaves_the_previous_checkpoint_intact(tmp_path):
   for attempt in range(3):  # the kill can land just after a rename: try again then
     workdir = str(tmp_path / f"attempt{attempt}")
@@ -385,15 +388,14 @@ def test_killed_mid_save_leaves_the_previous_checkpoint_intact(tmp_path):
   else:
     pytest.fail("the kill never interrupted a save")
   directory = os.path.join(workdir, ckpt_lib.CHECKPOINT_SUBDIR)
-  checkpointer = ckpt_lib.Checkpointer(workdir, 1, 2, {k: 0 for k in ckpt_lib.IDENTITY_FIELDS})
+  checkpointer = ckpt_lib.Checkpointer(workdir, 2, {k: 0 for k in ckpt_lib.IDENTITY_FIELDS})
   finished = sorted(int(d) for d in os.listdir(directory) if d.isdigit())
   assert finished and finished[-1] >= 2
   restored, meta = checkpointer.restore({"w": jnp.zeros((4_000_000,))})
   assert meta["epoch"] == finished[-1]
   np.testing.assert_array_equal(np.asarray(restored["w"]), float(finished[-1]))
   # The resumed run saves the interrupted step again over the stale temporary directory.
-  checkpointer.save(finished[-1] + 1, {"w": restored["w"] + 1}, {"epoch": finished[-1] + 1},
-                    force=True)
+  checkpointer.save(finished[-1] + 1, {"w": restored["w"] + 1}, {"epoch": finished[-1] + 1})
   checkpointer.close()
   listing = os.listdir(directory)
   assert str(finished[-1] + 1) in listing and all(d.isdigit() for d in listing)

@@ -173,7 +173,7 @@ def tiny_npz(tmp_path):
 
 
 def test_recount_reproduces_seed_table1(tiny_npz):
-  # fbs_condconv.md §2.2: FBS at d = 0.3 without the expert-combination term is
+  # docs/methods.md#counting-macs: FBS at d = 0.3 without the expert-combination term is
   # 16.014 M MACs (fractional d*C), dense 174.302 M. One full-width count only:
   # the counter interprets every op, so each case costs seconds on a CPU.
   config = macs.load_config(f"{ROOT}/configs/fbs_condconv.py", "fbs,0.3", [

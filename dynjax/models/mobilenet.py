@@ -1,4 +1,4 @@
-"""MobileNetV1 (Howard et al. 2017), CIFAR and ImageNet variants (ftwt.md §3.3).
+"""MobileNetV1 (Howard et al. 2017), CIFAR and ImageNet variants (docs/methods.md#models).
 
 A 3x3 stem conv (32) followed by 13 depthwise-separable blocks, each a 3x3
 depthwise conv (stride s) -> BN -> ReLU and a 1x1 pointwise conv -> BN ->

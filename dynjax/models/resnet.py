@@ -1,4 +1,4 @@
-"""ImageNet ResNet-18 / ResNet-34 in torchvision's layout (ftwt.md §6.3).
+"""ImageNet ResNet-18 / ResNet-34 in torchvision's layout (docs/methods.md#imagenet-recipes).
 
 7x7/2 stem conv (64) -> BN -> ReLU -> 3x3/2 max-pool -> 4 stages of basic
 blocks (64, 128, 256, 512; [2, 2, 2, 2] or [3, 4, 6, 3]) -> global average

@@ -1,4 +1,4 @@
-"""CIFAR ResNet-56 (He et al. 2016, §4.2) as in the FTWT code (ftwt.md §3.3).
+"""CIFAR ResNet-56 (He et al. 2016, §4.2) as in the FTWT code (docs/methods.md#models).
 
 Stem 3x3 conv (16) -> 3 stages x 9 basic blocks (16, 32, 64 channels; stride
 2 at the first block of stages 2 and 3) -> global average pool -> Linear.

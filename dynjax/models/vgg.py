@@ -1,4 +1,4 @@
-"""VGG-16 with batch norm for CIFAR (cfg D), as in the FTWT code (ftwt.md §3.3).
+"""VGG-16 with batch norm for CIFAR (cfg D), as in the FTWT code (docs/methods.md#models).
 
 13 convolutions, each 3x3 (padding 1, with bias) -> BN -> ReLU, gated after
 BN+ReLU and before the max-pool; five 2x2 max-pools bring 32x32 to 1x1, and

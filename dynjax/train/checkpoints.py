@@ -21,7 +21,6 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from flax import traverse_util
-from orbax.checkpoint import checkpoint_managers as policies
 
 from dynjax.errors import UserError, describe
 from dynjax.train.config_check import ConfigError
@@ -47,21 +46,20 @@ def experiment_identity(config: Any) -> dict[str, Any]:
 class Checkpointer:
   """Wraps an orbax `CheckpointManager` for one workdir.
 
+  The training loop decides when to save (interval, preemption, last step);
+  `save` always writes.
+
   Args:
     workdir: the run's directory (checkpoints go to `workdir/checkpoints`).
-    every_steps: save interval in steps.
     keep: number of checkpoints kept (latest K).
     identity: `experiment_identity(config)`.
   """
 
-  def __init__(self, workdir: str, every_steps: int, keep: int, identity: dict[str, Any]):
+  def __init__(self, workdir: str, keep: int, identity: dict[str, Any]):
     check_workdir(workdir)
     self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_SUBDIR))
     self.identity = identity
-    policy = policies.AnySavePolicy([policies.FixedIntervalPolicy(every_steps),
-                                     policies.PreemptionCheckpointingPolicy()])
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_decision_policy=policy,
-                                           create=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=("state", "meta"))
     self._signalled = threading.Event()
@@ -149,11 +147,11 @@ class Checkpointer:
     self.manager.reload()
     return target
 
-  def save(self, step: int, arrays: Any, meta: dict, force: bool = False) -> bool:
-    """Saves if the interval / preemption policy (or `force`) says so."""
+  def save(self, step: int, arrays: Any, meta: dict) -> bool:
+    """Saves `arrays` and `meta` (plus the experiment identity) as `step`."""
     meta = dict(meta, identity=self.identity)
     return self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)), force=force)
+        state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)), force=True)
 
   def reached_preemption(self, step: int) -> bool:
     """True on a preemption notice: the cluster's (orbax / JAX preemption sync
