@@ -101,18 +101,25 @@ def test_fbs_claims_from_fake_rows(tmp_path):
   assert (tmp_path / "out" / "cpu_fbs_condconv.md").read_text().startswith("<!-- generated")
 
 
-def test_ftwt_claims_pruning_static_and_mask_accuracy(tmp_path):
+def _fake_vgg_ftwt_rows(root, macs, top1, mask_acc=False):
+  """Three seeds of every VGG row of `cpu_ftwt`, keyed by the run name's tail
+  (`baseline`, `r0.92_joint`, `static_w0.5`, ...), seeds 0.3 points apart."""
   jobs = [j for j in sweeps.get_sweep("cpu_ftwt") if j.name.startswith("cpu_ftwt_cifar_vgg16_bn")]
+  for job in jobs:
+    key = job.name[len("cpu_ftwt_cifar_vgg16_bn_"):-3]
+    gated = mask_acc and key.startswith("r0")
+    _write_run(root, job.name, _curve(top1[key] + 0.3 * job.seed),
+               macs=(macs[key] + 0.05 * job.seed, 8.0),
+               mask_acc=[(10, 0.6), (50, 0.8 + 0.01 * job.seed)] if gated else None)
+  return study.aggregate(jobs, root)
+
+
+def test_ftwt_claims_pruning_static_and_mask_accuracy(tmp_path):
   macs = {"baseline": 8.0, "r0.92_joint": 4.0, "r0.92_decoupled": 5.0, "r0.85_decoupled": 3.0,
           "r0.88_joint": 3.5, "static_w0.5": 2.5, "static_w0.75": 4.5}
   top1 = {"baseline": 60.0, "r0.92_joint": 59.0, "r0.92_decoupled": 59.5, "r0.85_decoupled": 58.5,
           "r0.88_joint": 55.0, "static_w0.5": 53.0, "static_w0.75": 56.0}
-  for job in jobs:
-    key = job.name[len("cpu_ftwt_cifar_vgg16_bn_"):-3]
-    _write_run(str(tmp_path), job.name, _curve(top1[key] + 0.3 * job.seed),
-               macs=(macs[key] + 0.05 * job.seed, 8.0),
-               mask_acc=[(10, 0.6), (50, 0.8 + 0.01 * job.seed)] if "r0" in key else None)
-  rows = study.aggregate(jobs, str(tmp_path))
+  rows = _fake_vgg_ftwt_rows(str(tmp_path), macs, top1, mask_acc=True)
   outcomes = {c.text: o for c, o in claims.evaluate(claims.ftwt_claims(), rows)}
   assert outcomes["a lower r prunes more (VGG-16-BN decoupled, r = 0.85 vs 0.92)"].verdict == "holds"
   assert outcomes["at equal r, joint prunes more than decoupled (VGG-16-BN, r = 0.92)"].verdict == "holds"
@@ -198,16 +205,11 @@ def test_cheaper_and_more_accurate_static_network_refutes_ftwt(tmp_path):
   # dearer one is 6 points more accurate: a claim that FTWT beats a static
   # network of its MACs fails. Where the cheaper static row is less accurate
   # nothing follows, and the verdict stays inconclusive.
-  jobs = [j for j in sweeps.get_sweep("cpu_ftwt") if j.name.startswith("cpu_ftwt_cifar_vgg16_bn")]
   macs = {"baseline": 8.0, "r0.92_joint": 6.0, "r0.92_decoupled": 6.0, "r0.85_decoupled": 5.0,
           "r0.88_joint": 5.5, "static_w0.5": 2.5, "static_w0.75": 4.5}
   top1 = {"baseline": 60.0, "r0.92_joint": 54.0, "r0.92_decoupled": 62.0, "r0.85_decoupled": 58.5,
           "r0.88_joint": 55.0, "static_w0.5": 53.0, "static_w0.75": 60.0}
-  for job in jobs:
-    key = job.name[len("cpu_ftwt_cifar_vgg16_bn_"):-3]
-    _write_run(str(tmp_path), job.name, _curve(top1[key] + 0.3 * job.seed),
-               macs=(macs[key] + 0.05 * job.seed, 8.0))
-  rows = study.aggregate(jobs, str(tmp_path))
+  rows = _fake_vgg_ftwt_rows(str(tmp_path), macs, top1)
   outcomes = {c.text: o for c, o in claims.evaluate(claims.ftwt_claims(), rows)}
   worse = outcomes["FTWT beats a static network of at least its MACs (vgg16_bn r = 0.92 joint)"]
   assert worse.verdict == "fails" and worse.value.mean == pytest.approx(-6.0)
