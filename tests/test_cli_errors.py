@@ -214,6 +214,18 @@ def test_random_overrides_validate_or_fail_with_one_line(overrides):
     assert message and "\n" not in message
 
 
+@pytest.mark.parametrize("key,value,pattern", [
+    ("optimizer.learning_rate", "nan", r"optimizer.learning_rate must be a finite number >= 0"),
+    ("optimizer.learning_rate", "inf", r"optimizer.learning_rate must be a finite number >= 0"),
+    ("optimizer.milestones", "(10,'x')", r"optimizer.milestones must be positive numbers"),
+    ("optimizer.milestones", "(0,5)", r"optimizer.milestones must be positive numbers"),
+])
+def test_non_finite_and_non_numeric_optimizer_values_are_config_errors(key, value, pattern):
+  config = config_loading.load_config(QUICKSTART, [(key, value)])
+  with pytest.raises(ConfigError, match=pattern):
+    validate(config, device_count=1)
+
+
 # -- data checks in-process ------------------------------------------------
 
 def test_data_checks_name_the_first_bad_index():
