@@ -46,13 +46,9 @@ STEM_STRIDES = {"cifar": 1, "imagenet": 2}
 
 def _conv(features: int, kernel: int, strides: int, policy: Policy, dtype: Any,
           name: str, groups: int = 1) -> DynamicConv:
-  return DynamicConv(
-      features, kernel, strides, common.torch_padding(kernel),
-      feature_group_count=groups, policy=policy, activation=nn.relu,
-      kernel_init=common.torch_default_kernel_init,
-      bn_momentum=common.TORCH_BN_MOMENTUM, bn_epsilon=common.TORCH_BN_EPSILON,
-      bn_unbiased_var=common.TORCH_BN_UNBIASED_VAR,
-      dtype=dtype, name=name)
+  return common.torch_conv(features, kernel, strides, policy=policy,
+                           kernel_init=common.torch_default_kernel_init, dtype=dtype,
+                           name=name, feature_group_count=groups)
 
 
 class DepthwiseSeparable(nn.Module):

@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from dynjax.layers.dynamic_conv import DynamicConv
 from dynjax.layers.policy import Policy
 from dynjax.models import common
 
@@ -59,13 +58,10 @@ class VGG(nn.Module):
       if item == "M":
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
         continue
-      x = DynamicConv(
-          common.scale_channels(item, self.width_multiplier), 3, 1,
-          common.torch_padding(3), use_bias=True, policy=policy,
-          activation=nn.relu, kernel_init=common.he_fan_out_normal,
-          bn_momentum=common.TORCH_BN_MOMENTUM, bn_epsilon=common.TORCH_BN_EPSILON,
-          bn_unbiased_var=common.TORCH_BN_UNBIASED_VAR,
-          dtype=self.dtype, name=f"conv{index}")(x, train=train)
+      x = common.torch_conv(common.scale_channels(item, self.width_multiplier), 3, 1,
+                            policy=policy, kernel_init=common.he_fan_out_normal,
+                            dtype=self.dtype, name=f"conv{index}", use_bias=True)(
+                                x, train=train)
       index += 1
     x = common.global_avg_pool(x)
     x = nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01),
