@@ -27,7 +27,7 @@ TFDS_REQUIRE = [
 EXTRAS_REQUIRE = {
     "tfds": TFDS_REQUIRE,
     # The tests cover the tfds path too.
-    "test": ["pytest>=7", "chex>=0.1.86"] + TFDS_REQUIRE,
+    "test": ["pytest>=7", "chex>=0.1.86", "hypothesis>=6"] + TFDS_REQUIRE,
     # Only the torchvision weight converter imports torch.
     "torch": ["torch>=2.0"],
 }

@@ -2,8 +2,7 @@
 
 Every experiment config starts from `configs/default.py::get_config()` and
 changes only what its recipe states; the helpers here hold the pieces several
-recipes share: the `file.py:arg` parser, the CIFAR-10 data settings and the
-fields that must be typed so they can be overridden on the command line.
+recipes share: the `file.py:arg` parser and the CIFAR-10 data settings.
 """
 
 from __future__ import annotations
@@ -11,9 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping, Sequence
 
 import ml_collections
-from ml_collections import config_dict
 
-from configs import default
 
 # Where the sweep runners put their workdirs by default (relative to the
 # repository root, the directory the commands are run from).
@@ -80,23 +77,6 @@ def choice(key: str, value: str, allowed: Sequence[str]) -> str:
   if value not in allowed:
     raise ValueError(f"config argument {key} must be one of {list(allowed)}, got {value!r}")
   return value
-
-
-def base_config() -> ml_collections.ConfigDict:
-  """`default.get_config()` with the path fields typed as `str` placeholders.
-
-  ml_collections refuses to override a field whose value is None on the
-  command line; a typed placeholder (still None) accepts
-  `--config.dataset.path=...` and `--config.init_from=...`.
-  """
-  config = default.get_config()
-  for parent, key in ((config.dataset, "path"), (config.dataset, "data_dir"),
-                      (config.dataset, "manual_dir"), (config, "init_from")):
-    if parent[key] is None:
-      parent[key] = config_dict.placeholder(str)
-  if config.max_train_steps is None:
-    config.max_train_steps = config_dict.placeholder(int)
-  return config
 
 
 def use_cifar10(config: ml_collections.ConfigDict, cutout: int = 0) -> None:

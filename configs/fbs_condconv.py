@@ -1,6 +1,6 @@
 r"""FBS-pruned CondConv on M-CifarNet: every row of the seed paper's Table 2.
 
-Recipe: fbs_condconv.md §5.3 with the §6 recommendations. Argument:
+Recipe: docs/methods.md#fbs-pruned-condconv and #training-recipes. Argument:
 `method[,d][,key=value...]` with `method` one of
 
   dense         the M-CifarNet baseline (Table 1 d = 1.0 row, 94.84%)
@@ -18,10 +18,10 @@ Recipe: RMSProp TF-style (decay 0.9, momentum 0.9, eps 1.0 inside the square
 root), lr 0.01 cosine to 0, batch 256, 480 epochs; swish; He init; pad-4
 crop, flip, per-channel standardisation, Cutout 18; weight decay 1e-4 as a TF
 L2 loss on kernels; FBS lasso 1e-8; global-norm clipping at 5.0 (the seed
-gives no value, §6.12; applied to every row so the rows stay comparable).
+gives no value, docs/methods.md#optimisers; applied to every row so the rows stay comparable).
 
 Expected runtime: one GPU, ~2-4 h per run (480 epochs of 195 steps).
-Paper numbers targeted (fbs_condconv.md §5.4, top-1 %; MACs in M by the seed's
+Paper numbers targeted (docs/methods.md#published-numbers, top-1 %; MACs in M by the seed's
 fractional-d*C convention, Table 1):
 
   d     MACs   SCP    SCP-CondConv  FBS-CondConv
@@ -33,6 +33,7 @@ fractional-d*C convention, Table 1):
 """
 
 from configs import common
+from configs import default
 
 METHODS = ("dense", "scp", "scp_condconv", "fbs", "fbs_condconv")
 SEED_DENSITIES = (0.9, 0.7, 0.5, 0.3, 0.25)
@@ -56,7 +57,7 @@ def get_config(arg=None):
   if not 0.0 < density <= 1.0:
     raise ValueError(f"config argument d must be in (0, 1], got {density}")
 
-  config = common.base_config()
+  config = default.get_config()
   config.model = "mcifarnet"
   config.model_kwargs = dict(width_multiplier=1.0, activation="swish", conv_init="he")
   policy, experts = _POLICY[method]
@@ -68,12 +69,12 @@ def get_config(arg=None):
   config.batch_size = 256
   config.eval_batch_size = 256
   config.num_epochs = 480
-  config.optimizer = common.default.optimizer_config(
+  config.optimizer = default.optimizer_config(
       name="rmsprop", learning_rate=0.01, momentum=0.9, rmsprop_decay=0.9,
       rmsprop_eps=1.0, rmsprop_initial_scale=1.0, weight_decay=1e-4,
       weight_decay_mode="l2_loss", schedule="cosine", schedule_unit="step",
       clip_norm=5.0)
-  config.gate_optimizer = common.default.optimizer_config(name="same")
+  config.gate_optimizer = default.optimizer_config(name="same")
   config.loss.fbs_lasso = 1e-8
   config.checkpoint_every_steps = 2000
   config.log_every_steps = 100

@@ -1,6 +1,6 @@
 r"""FTWT on CIFAR-10: dense baselines and every dynamic row of the FTWT table.
 
-Recipes: ftwt.md §6.1 (baseline) and §6.2 (dynamic), the official scripts
+Recipes: docs/methods.md#training-recipes (baseline and dynamic), after the official scripts
 `job_baseline.sh` / `job_dynamic.sh`. Argument: `arch[,r,mode][,key=value...]`.
 
   # Dense baseline (200 epochs, SGD 0.1, wd 5e-4, x0.1 at 81/122/151):
@@ -18,7 +18,7 @@ dense baseline); `mode` in {decoupled, joint}; `init_from` (default
 `workdirs/ftwt_cifar_<arch>_baseline`, the workdir of the baseline run).
 
 Expected runtime: one GPU, ~1-3 h per run (200 epochs of 391 steps); CPU is
-impractical beyond a few epochs. Paper numbers targeted (ftwt.md §7, top-1 /
+impractical beyond a few epochs. Paper numbers targeted (docs/methods.md#published-numbers, top-1 /
 FLOPs reduction by the FTWT-code accounting):
 
   vgg16_bn     baseline 93.82 | 0.92 joint 93.55 / 65% | 0.92 decoupled 93.73 / 56%
@@ -32,6 +32,7 @@ epoch (the sweep collector reports both).
 """
 
 from configs import common
+from configs import default
 
 # resnet20 has no row in the paper; the CPU study uses it in place of ResNet-56.
 ARCHS = ("vgg16_bn", "resnet56", "mobilenet_v1", "resnet20")
@@ -52,14 +53,14 @@ def get_config(arg=None):
   if not 0.0 <= opts["r"] <= 1.0:
     raise ValueError(f"config argument r must be in [0, 1] (0 = baseline), got {opts['r']}")
 
-  config = common.base_config()
+  config = default.get_config()
   config.model = arch
   config.model_kwargs = dict(width_multiplier=1.0)
   common.use_cifar10(config)
   config.batch_size = 128
   config.eval_batch_size = 128
   config.num_epochs = 200
-  config.optimizer = common.default.optimizer_config(
+  config.optimizer = default.optimizer_config(
       name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=5e-4,
       weight_decay_mode="coupled", schedule="step", schedule_unit="epoch",
       milestones=(81, 122, 151), decay_factor=0.1)
@@ -72,7 +73,7 @@ def get_config(arg=None):
     config.dynamic.mode = mode
     config.dynamic.target = "mass"
     config.optimizer.learning_rate = 0.01
-    config.gate_optimizer = common.default.optimizer_config(
+    config.gate_optimizer = default.optimizer_config(
         name="sgd", learning_rate=0.1, momentum=0.9, weight_decay=0.0,
         schedule="constant")
     config.loss.ftwt_mask_weight = 1.0

@@ -1,7 +1,7 @@
 r"""FTWT on ImageNet (ILSVRC2012): ResNet-18/34 and MobileNetV1, decoupled mode.
 
 BEST-EFFORT RECIPE, NOT THE AUTHORS': the FTWT paper's ImageNet schedule is not
-published (ftwt.md §6.3). This mirrors the CIFAR recipe: start from the dense
+published (docs/methods.md#imagenet-recipes). This mirrors the CIFAR recipe: start from the dense
 ImageNet model, backbone SGD lr 0.01 at batch 256 (momentum 0.9, wd 1e-4,
 x0.1 at 1/3 and 2/3 of the run), gates SGD 0.1 constant with wd 0, BCE mask
 loss for the first half (cooldown 0.5), RandomResizedCrop-224 + flip, eval
@@ -31,7 +31,7 @@ adds a 2-epoch linear warm-up to the backbone. E.g. a TPU v3-32 or 8x A100:
 must divide by the device count.
 
 Expected runtime: ~10-14 h per run on 8 A100s (30 epochs of 5,005 steps).
-Paper numbers targeted (ftwt.md §7, top-1 / FLOPs reduction):
+Paper numbers targeted (docs/methods.md#published-numbers, top-1 / FLOPs reduction):
 
   ResNet34 (73.30)  r=0.97 73.25/25.86% | 0.95 72.79/37.77% | 0.93 72.17/47.42%
                     0.92 71.71/52.24%
@@ -40,6 +40,7 @@ Paper numbers targeted (ftwt.md §7, top-1 / FLOPs reduction):
 """
 
 from configs import common
+from configs import default
 
 ARCHS = ("resnet18", "resnet34", "mobilenet_v1")
 MODEL_NAMES = {"resnet18": "resnet18", "resnet34": "resnet34",
@@ -70,7 +71,7 @@ def get_config(arg=None):
     raise ValueError(f"config argument batch must be a positive integer, got {opts['batch']}")
   scale = opts["batch"] / REFERENCE_BATCH
 
-  config = common.base_config()
+  config = default.get_config()
   config.model = MODEL_NAMES[arch]
   config.model_kwargs = dict(width_multiplier=1.0)
   config.num_classes = 1000
@@ -84,7 +85,7 @@ def get_config(arg=None):
 
   if mass == 0:  # dense MobileNetV1 trained from scratch
     config.num_epochs = 150
-    config.optimizer = common.default.optimizer_config(
+    config.optimizer = default.optimizer_config(
         name="sgd", learning_rate=0.1 * scale, momentum=0.9, nesterov=True,
         weight_decay=4e-5, schedule="cosine", schedule_unit="step",
         warmup_epochs=5 if scale > 1 else 0)
@@ -97,12 +98,12 @@ def get_config(arg=None):
   config.dynamic.mass = mass
   config.dynamic.mode = "decoupled"
   config.dynamic.target = "mass"
-  config.optimizer = common.default.optimizer_config(
+  config.optimizer = default.optimizer_config(
       name="sgd", learning_rate=0.01 * scale, momentum=0.9, weight_decay=1e-4,
       schedule="step", schedule_unit="epoch",
       milestones=(epochs // 3, 2 * epochs // 3), decay_factor=0.1,
       warmup_epochs=2 if scale > 1 else 0)
-  config.gate_optimizer = common.default.optimizer_config(
+  config.gate_optimizer = default.optimizer_config(
       name="sgd", learning_rate=0.1 * scale, momentum=0.9, weight_decay=0.0,
       schedule="constant")
   config.loss.ftwt_mask_weight = 1.0

@@ -1,6 +1,6 @@
 r"""FTWT MobileNetV1 on ImageNet at r = 1, decoupled; `:baseline` = its dense run.
 
-BEST-EFFORT RECIPE, NOT THE AUTHORS' (ftwt.md §6.3): see
+BEST-EFFORT RECIPE, NOT THE AUTHORS' (docs/methods.md#imagenet-recipes): see
 `configs/ftwt_imagenet.py`. torchvision has no MobileNetV1, so the dense model
 is trained first (`:baseline`, 150 epochs) and the FTWT run starts from its
 workdir (`workdirs/ftwt_imagenet_mobilenet_v1_baseline`, or

@@ -1,6 +1,6 @@
 r"""FTWT ResNet-18 on ImageNet at r = 0.91, decoupled (the FTWT ImageNet row).
 
-BEST-EFFORT RECIPE, NOT THE AUTHORS' (ftwt.md §6.3): see
+BEST-EFFORT RECIPE, NOT THE AUTHORS' (docs/methods.md#imagenet-recipes): see
 `configs/ftwt_imagenet.py` for the recipe, the batch / learning-rate scaling
 and the argument keys (`batch`, `epochs`, `init_from`, `r`).
 

@@ -1,6 +1,6 @@
 r"""FTWT ResNet-34 on ImageNet, decoupled, at r = 0.97 / 0.95 / 0.93 / 0.92.
 
-BEST-EFFORT RECIPE, NOT THE AUTHORS' (ftwt.md §6.3): see
+BEST-EFFORT RECIPE, NOT THE AUTHORS' (docs/methods.md#imagenet-recipes): see
 `configs/ftwt_imagenet.py` for the recipe, the batch / learning-rate scaling
 and the argument keys. Argument: `r[,key=value...]` (default r = 0.95).
 

@@ -2,6 +2,11 @@
 
 Override any config field on the command line, e.g. `--config.num_epochs=3`.
 Everything testable lives in `dynjax.train.train_and_evaluate`.
+
+A mistake the user can fix (a flag, an override, a config file, a dataset
+file, a workdir, an `init_from` path, a checkpoint that cannot be restored)
+ends the run with one line on stderr, `error: <what is wrong and what to do>`,
+and exit status 1. `--debug` (or `DYNJAX_DEBUG=1`) shows the traceback instead.
 """
 
 import logging as python_logging
@@ -10,15 +15,17 @@ import sys
 from absl import app
 from absl import flags
 from absl import logging
-from ml_collections import config_flags
 
-from dynjax import distributed
+from dynjax import config_loading
+from dynjax import errors
 
 FLAGS = flags.FLAGS
+flags.DEFINE_string("config", None, "Experiment config file (file.py[:arg]); override its "
+                    "fields with --config.<field>=<value>.")
 flags.DEFINE_string("workdir", None, "Directory for checkpoints and metrics.")
-config_flags.DEFINE_config_file("config", None, "Experiment config file (file.py[:arg]).",
-                                lock_config=True)
-flags.mark_flags_as_required(["config", "workdir"])
+flags.DEFINE_bool("debug", False, "Show tracebacks of user-facing errors (also DYNJAX_DEBUG=1).")
+
+_OVERRIDES: list = []
 
 
 class _QuietCheckpointLogs(python_logging.Filter):
@@ -28,20 +35,86 @@ class _QuietCheckpointLogs(python_logging.Filter):
     return record.levelno >= python_logging.WARNING or "/orbax/" not in record.pathname
 
 
+# Exceptions (besides `UserError`) whose message is the whole story for the
+# user, by module: only modules already imported can have raised them, so a
+# typo in an override is reported without importing JAX.
+_USER_ERRORS_BY_MODULE = (("dynjax.train.config_check", "ConfigError"),
+                          ("dynjax.data.sources", "DatasetNotPreparedError"),
+                          ("dynjax.train.trainer", "NonFiniteLossError"))
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+  """`UserError` and the other one-line error types of the loaded modules."""
+  found = [errors.UserError]
+  for module, name in _USER_ERRORS_BY_MODULE:
+    error_type = getattr(sys.modules.get(module), name, None)
+    if isinstance(error_type, type):
+      found.append(error_type)
+  return tuple(found)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flags without the `--config.*` overrides (collected for `load_config`);
+  flag mistakes are one line too."""
+  overrides, rest = config_loading.split_override_args(argv[1:])
+  _OVERRIDES[:] = overrides
+  try:
+    remaining = FLAGS([argv[0]] + rest)
+  except flags.Error as e:
+    _fail(f"{errors.one_line(e)} (see --helpshort)", e)
+  for name, what in (("config", "FILE.py[:ARG], e.g. --config=configs/quickstart.py"),
+                     ("workdir", "DIR, the directory for checkpoints and metrics")):
+    if not FLAGS[name].value:
+      _fail(f"--{name} is required: --{name}={what}")
+  if len(remaining) > 1:
+    _fail(f"unexpected arguments {remaining[1:]}; config fields are set as "
+          "--config.<field>=<value>")
+  return remaining
+
+
+def _fail(message: str, error: BaseException | None = None):
+  if error is not None and (errors.debug_requested() or FLAGS["debug"].value):
+    raise error
+  print(f"error: {errors.one_line(message)}", file=sys.stderr)
+  sys.exit(1)
+
+
+def load_checked_config():
+  """The config with overrides, checked before JAX starts (so a typo costs a
+  second, not a compilation)."""
+  config = config_loading.load_config(FLAGS.config, _OVERRIDES)
+  from dynjax.train.config_check import validate  # pylint: disable=g-import-not-at-top
+  validate(config)
+  config.lock()
+  return config
+
+
 def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  del argv  # checked in parse_flags
   logging.get_absl_handler().addFilter(_QuietCheckpointLogs())
+  try:
+    run()
+  except Exception as e:  # pylint: disable=broad-except
+    if not isinstance(e, user_error_types()) or FLAGS.debug or errors.debug_requested():
+      raise
+    _fail(str(e))
+
+
+def run():
+  config = load_checked_config()
+  from dynjax.data import validate as data_validate  # pylint: disable=g-import-not-at-top
+  from dynjax.train import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
+  data_validate.check_dataset(config.dataset, config.num_classes)
+  ckpt_lib.check_workdir(FLAGS.workdir)
+  if config.init_from and not ckpt_lib.has_checkpoint(FLAGS.workdir):
+    ckpt_lib.check_init_from(config.init_from)
+  from dynjax import distributed  # pylint: disable=g-import-not-at-top
   distributed.initialize()  # no-op for a single process
   import jax  # pylint: disable=g-import-not-at-top
-  from dynjax.train import ConfigError, NonFiniteLossError, train_and_evaluate  # pylint: disable=g-import-not-at-top
-  from dynjax.data import DatasetNotPreparedError  # pylint: disable=g-import-not-at-top
+  from dynjax.train import train_and_evaluate  # pylint: disable=g-import-not-at-top
   logging.info("JAX process %d/%d, devices: %s", jax.process_index(), jax.process_count(),
                jax.devices())
-  try:
-    result = train_and_evaluate(FLAGS.config, FLAGS.workdir)
-  except (ConfigError, DatasetNotPreparedError, NonFiniteLossError) as e:
-    sys.exit(f"error: {e}")
+  result = train_and_evaluate(config, FLAGS.workdir)
   if jax.process_index() == 0:
     print(summary_line(result))
 
@@ -56,4 +129,4 @@ def summary_line(result) -> str:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -182,7 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for job in jobs:
       macs.recount_job(job, args.workdir_root, args.data)
   if any(job.seed is not None for job in jobs):
-    return collect_study(args.sweep, jobs, args.workdir_root, args.out, args.results_md)
+    return collect_study(args.sweep, sweeps.compared_rows(args.sweep) + jobs, args.workdir_root,
+                         args.out, args.results_md)
   rows = collect(jobs, args.workdir_root)
   md_path, png_path = write_outputs(args.sweep, rows, args.out)
   print(markdown_table(rows))

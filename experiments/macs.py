@@ -1,8 +1,8 @@
 """Recount a finished job's MACs in its paper's convention (`macs.json`).
 
 The trainer records MACs in dynjax's exact convention on one evaluation
-batch. The papers use their own accounting (fbs_condconv.md §2.2 for the
-seed's Table 1, ftwt.md §5 for FTWT), so the collector recounts with
+batch. The papers use their own accounting (docs/methods.md#counting-macs: the
+seed's Table 1 and the FTWT code), so the collector recounts with
 `dynjax.flops` under `fbs_condconv_paper` (M-CifarNet rows, at the job's
 density) or `ftwt_code` (FTWT rows, on the trained weights and the whole test
 split) and caches the result in `workdir/macs.json`.
@@ -10,12 +10,11 @@ split) and caches the result in `workdir/macs.json`.
 
 from __future__ import annotations
 
-import ast
-import importlib.util
 import json
 import os
-from typing import Any, Sequence
+from typing import Sequence
 
+from dynjax import config_loading
 from experiments import results as results_lib
 from experiments import sweeps
 
@@ -24,35 +23,10 @@ INPUT_INDEPENDENT_EXAMPLES = 8
 
 
 def load_config(config_path: str, arg: str, overrides: Sequence[tuple[str, str]] = ()):
-  """`get_config(arg)` of a config file with `--config.key=value` overrides applied.
-
-  Values are parsed like the command line: with the type of the current field
-  (tuples and None fields via `ast.literal_eval`, strings kept as text).
-  """
-  spec = importlib.util.spec_from_file_location("experiment_config", config_path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(arg)
-  for key, text in overrides:
-    *parents, leaf = key.split(".")
-    node = config
-    for name in parents:
-      node = node[name]
-    node[leaf] = _parse_value(text, node[leaf] if leaf in node else None)
-  return config
-
-
-def _parse_value(text: str, current: Any) -> Any:
-  if isinstance(current, bool):
-    return text.lower() in ("true", "1")
-  if isinstance(current, (int, float)) and not isinstance(current, bool):
-    return type(current)(ast.literal_eval(text))
-  if isinstance(current, str):
-    return text
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
+  """`get_config(arg)` of a config file with `--config.key=value` overrides
+  applied, exactly as `python -m dynjax.main` does (`dynjax.config_loading`)."""
+  spec = config_path if arg is None else f"{config_path}:{arg}"
+  return config_loading.load_config(spec, overrides)
 
 
 def convention_for(config) -> tuple[str, dict]:
@@ -109,8 +83,10 @@ def recount(config, workdir: str, max_examples: int = 512) -> dict:
     if config.dynamic.method != "ftwt" or seen >= max_examples:
       break
   macs = total / max(seen, 1)
-  if convention == "ftwt_code" and config.dynamic.method == "dense":
-    macs = dense  # the FTWT code counts gated convs only; its dense model is `args.macs`
+  if convention == "ftwt_code" and config.dynamic.method in ("dense", "static"):
+    # The FTWT code counts gated convs only; an ungated network (the dense
+    # baseline, a static width) costs its dense count, `args.macs` there.
+    macs = dense
   if config.dynamic.method == "static":
     dense = _full_width_dense_macs(config, images, convention)
   return {"convention": convention, "params": params, "macs": macs,

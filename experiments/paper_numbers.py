@@ -1,8 +1,8 @@
 """The papers' published numbers, copied exactly from the specs.
 
-Sources: FTWT README / ImageNet table (docs: ftwt.md §7); the seed paper's
+Sources: FTWT README / ImageNet table (docs/methods.md#published-numbers); the seed paper's
 Table 1 (MACs) and Table 2 (accuracy) for FBS-pruned CondConv
-(fbs_condconv.md §5.4). Keys are sweep job names (see `experiments.sweeps`).
+(same section). Keys are sweep job names (see `experiments.sweeps`).
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ def ftwt_cifar10(arch: str, r: float, mode: str) -> PaperResult | None:
   top1, reduction = row
   base = FTWT_BASELINE_MACS[arch]
   macs = base if reduction is None else base * (1 - reduction / 100)
-  return PaperResult(top1, macs, reduction, "FTWT README (ftwt.md §7)")
+  return PaperResult(top1, macs, reduction, "FTWT README")
 
 
 def ftwt_imagenet(arch: str, r: float) -> PaperResult | None:
@@ -93,17 +93,17 @@ def ftwt_imagenet(arch: str, r: float) -> PaperResult | None:
     return None
   _, top1, reduction = row
   return PaperResult(top1, base * (1 - reduction / 100), reduction,
-                     "FTWT ImageNet table (ftwt.md §7)")
+                     "FTWT ImageNet table")
 
 
 def seed_table2(method: str, density: float) -> PaperResult | None:
   """The seed paper's Table-2 accuracy and Table-1 MACs for `method` at `d`."""
   if method == "dense":
     return PaperResult(SEED_BASELINE_TOP1, SEED_TABLE1_MACS[1.0], None,
-                       "seed §5.4 baseline, Table 1")
+                       "seed baseline, Table 1")
   top1 = SEED_TABLE2.get(method, {}).get(density)
   if top1 is None:
     return None
   macs = SEED_TABLE1_MACS.get(density)
   reduction = None if macs is None else 100 * (1 - macs / SEED_TABLE1_MACS[1.0])
-  return PaperResult(top1, macs, reduction, "seed Tables 1-2 (fbs_condconv.md §5.4)")
+  return PaperResult(top1, macs, reduction, "seed Tables 1-2")

@@ -66,7 +66,13 @@ def _read_json(path: str) -> dict | None:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  """All records of `workdir/metrics.jsonl` (a torn last line is ignored)."""
+  """The records of `workdir/metrics.jsonl` of the run that finished.
+
+  A torn last line is ignored. A run that was interrupted and resumed (or,
+  without a checkpoint, restarted) appends from its restored step, so a record
+  whose step is below the previous one supersedes every earlier record from
+  that step on: the curve is the one the final weights went through.
+  """
   path = os.path.join(workdir, METRICS_FILE)
   if not os.path.exists(path):
     return []
@@ -74,9 +80,14 @@ def read_metrics(workdir: str) -> list[dict]:
   with open(path, encoding="utf-8") as f:
     for line in f:
       try:
-        records.append(json.loads(line))
+        record = json.loads(line)
       except json.JSONDecodeError:
         continue
+      step = record.get("step")
+      if step is not None and records and records[-1].get("step") is not None \
+          and step < records[-1]["step"]:
+        records = [r for r in records if r.get("step") is None or r["step"] < step]
+      records.append(record)
   return records
 
 

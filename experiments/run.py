@@ -70,6 +70,22 @@ def is_finished(workdir: str) -> bool:
     return json.load(f).get("returncode") == 0
 
 
+def checkpoint_needed_by(job: sweeps.Job, jobs: Sequence[sweeps.Job], workdir_root: str) -> str:
+  """The first unfinished job of `jobs` that starts from `job`'s checkpoint
+  when that checkpoint no longer exists ('' otherwise).
+
+  Committed study results keep each run's small files but not its
+  checkpoints, so a dependency finished in an earlier session must be trained
+  again before the runs that start from it.
+  """
+  if os.path.isdir(os.path.join(workdir_root, job.name, "checkpoints")):
+    return ""
+  for other in jobs:
+    if other.depends_on == job.name and not is_finished(os.path.join(workdir_root, other.name)):
+      return other.name
+  return ""
+
+
 def run_job(argv: list[str], workdir: str) -> int:
   """Runs one job, logging to `workdir/train.log`; writes `run.json`."""
   os.makedirs(workdir, exist_ok=True)
@@ -123,9 +139,13 @@ def main(argv: Sequence[str] | None = None) -> int:
       print(shlex.join(command))
       continue
     if is_finished(workdir):
-      if not args.force:
+      waiting = checkpoint_needed_by(job, jobs, args.workdir_root)
+      if not args.force and not waiting:
         print(f"[skip] {job.name}: finished ({RUN_RECORD} present)", flush=True)
         continue
+      if waiting:
+        print(f"[rerun] {job.name}: finished, but its checkpoint, which {waiting} starts from, "
+              "is gone (committed results keep no checkpoints)", flush=True)
       shutil.rmtree(workdir)
     print(f"[run] {job.name}: {shlex.join(command)}", flush=True)
     code = run_job(command, workdir)

@@ -133,13 +133,50 @@ TABLE_HEADER = ("row", "seeds", "top-1 % (mean ± 95% CI)", "paper top-1", "MACs
                 "active fraction", "converged")
 
 
-def reduction_values(row: Row, exact: bool) -> list[float]:
+def reference_row(rows: Sequence[Row], row: Row) -> Row | None:
+  """The unpruned baseline `row` is compared with: the sweep's `dense` row, or
+  the `<arch> baseline` row of the same architecture."""
+  arch = row.label.split()[0]
+  for other in rows:
+    if other.label == "dense" or other.label == f"{arch} baseline":
+      return other
+  return None
+
+
+def is_static(row: Row) -> bool:
+  """Whether `row` is a statically narrowed network (SCP, a static width)."""
+  for job in row.jobs:
+    if dict(job.overrides).get("dynamic.method") == "static":
+      return True
+    if job.arg.split(",")[0] in ("scp", "scp_condconv"):
+      return True
+  return False
+
+
+def reduction_values(row: Row, exact: bool, reference: Row | None = None) -> list[float]:
+  """Per-seed MAC reduction (%) of `row`.
+
+  In the paper's convention the recount already compares with the unpruned
+  model. The trainer's exact count compares a run with its own network
+  without gates, which for a statically narrowed network (SCP, static width)
+  is the narrow network itself; those rows are compared with the exact MACs
+  of `reference` (the unpruned baseline) instead. (A static row's exact count
+  can sit slightly below its own dense count, where ReLU leaves an input
+  channel zero for an example, so static rows are recognised by their job.)
+  """
+  base = None
+  if exact and reference is not None:
+    counts = [reference.results[i].dense_macs for i in reference.done
+              if reference.results[i].dense_macs]
+    base = sum(counts) / len(counts) if counts else None
   out = []
   for i in row.done:
     r = row.results[i]
     if exact:
-      if r.dynamic_macs is not None and r.dense_macs:
-        out.append(100 * (1 - r.dynamic_macs / r.dense_macs))
+      if r.dynamic_macs is None or not r.dense_macs:
+        continue
+      denominator = base if (base and is_static(row)) else r.dense_macs
+      out.append(100 * (1 - r.dynamic_macs / denominator))
     elif r.paper_macs is not None and r.paper_dense_macs:
       out.append(100 * (1 - r.paper_macs / r.paper_dense_macs))
   return out
@@ -163,7 +200,8 @@ def markdown_table(rows: Sequence[Row]) -> str:
         stats.estimate(reduction_values(row, exact=False)).text(".1f"),
         "–" if paper is None or paper.reduction is None else f"{paper.reduction:.1f}",
         row.estimate("dynamic_macs").text(".2f"),
-        stats.estimate(reduction_values(row, exact=True)).text(".1f"),
+        stats.estimate(reduction_values(row, exact=True,
+                                        reference=reference_row(rows, row))).text(".1f"),
         row.estimate("active_fraction").text(".3f"),
         f"{ok}/{len(done)}",
     ]

@@ -91,19 +91,14 @@ def test_imagenet_batch_scaling():
   assert config.init_from.endswith("resnet34-b627a593.pth")
 
 
-def test_path_fields_accept_command_line_overrides(monkeypatch):
-  from ml_collections import config_flags  # the parser `dynjax.main` uses
-  from absl import flags
-  flag_values = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values)
-  argv = ["prog", f"--config={ROOT}/configs/fbs_condconv.py:fbs,0.5",
-          "--config.dataset.name=npz", "--config.dataset.path=/x/y.npz",
-          "--config.init_from=/a/b", "--config.optimizer.milestones=(1,2,)"]
-  monkeypatch.setattr(sys, "argv", argv)  # config_flags reads overrides from sys.argv
-  flag_values(argv)
-  assert flag_values.config.dataset.path == "/x/y.npz"
-  assert flag_values.config.init_from == "/a/b"
-  assert tuple(flag_values.config.optimizer.milestones) == (1, 2)
+def test_path_fields_accept_command_line_overrides():
+  from dynjax.config_loading import load_config  # the loader `dynjax.main` uses
+  config = load_config(f"{ROOT}/configs/fbs_condconv.py:fbs,0.5",
+                       [("dataset.name", "npz"), ("dataset.path", "/x/y.npz"),
+                        ("init_from", "/a/b"), ("optimizer.milestones", "(1,2,)")])
+  assert config.dataset.path == "/x/y.npz"
+  assert config.init_from == "/a/b"
+  assert tuple(config.optimizer.milestones) == (1, 2)
 
 
 @pytest.mark.parametrize("arg,expected", [

@@ -173,7 +173,7 @@ def tiny_npz(tmp_path):
 
 
 def test_recount_reproduces_seed_table1(tiny_npz):
-  # fbs_condconv.md §2.2: FBS at d = 0.3 without the expert-combination term is
+  # docs/methods.md#counting-macs: FBS at d = 0.3 without the expert-combination term is
   # 16.014 M MACs (fractional d*C), dense 174.302 M. One full-width count only:
   # the counter interprets every op, so each case costs seconds on a CPU.
   config = macs.load_config(f"{ROOT}/configs/fbs_condconv.py", "fbs,0.3", [
@@ -196,3 +196,25 @@ def test_force_reruns_from_a_clean_workdir(tmp_path, monkeypatch):
   assert run.main(["tiny", "--workdir_root", str(tmp_path)]) == 0 and calls == []
   assert run.main(["tiny", "--workdir_root", str(tmp_path), "--force"]) == 0
   assert calls == [str(workdir)] and not (workdir / "stale.txt").exists()
+
+
+def test_a_finished_dependency_without_its_checkpoint_is_trained_again(tmp_path, monkeypatch):
+  base = sweeps.Job("base", "configs/x.py", "a")
+  child = sweeps.Job("child", "configs/x.py", "b", depends_on="base")
+  monkeypatch.setattr(sweeps, "SWEEPS", {"tiny": lambda: [base, child]})
+  real_run_job = run.run_job
+  real_run_job([sys.executable, "-c", "pass"], str(tmp_path / "base"))
+  calls = []
+  monkeypatch.setattr(run, "run_job", lambda argv, wd: calls.append(os.path.basename(wd)) or 0)
+  # No checkpoint and an unfinished dependant: the base runs again first.
+  assert run.main(["tiny", "--workdir_root", str(tmp_path)]) == 0
+  assert calls == ["base", "child"]
+  # With its checkpoint (or with every dependant finished) it is skipped.
+  calls.clear()
+  real_run_job([sys.executable, "-c", "pass"], str(tmp_path / "base"))
+  (tmp_path / "base" / "checkpoints").mkdir()
+  assert run.main(["tiny", "--workdir_root", str(tmp_path)]) == 0 and calls == ["child"]
+  calls.clear()
+  (tmp_path / "base" / "checkpoints").rmdir()
+  real_run_job([sys.executable, "-c", "pass"], str(tmp_path / "child"))
+  assert run.main(["tiny", "--workdir_root", str(tmp_path)]) == 0 and calls == []

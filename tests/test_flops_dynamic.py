@@ -104,3 +104,19 @@ def test_table_dict_and_trace_only_count(fbs_condconv):
   x = jax.ShapeDtypeStruct((N, 6, 6, 3), jnp.float32)
   dense = flops.count_dense(model.apply, jax.eval_shape(model.init, jax.random.PRNGKey(0), x), x)
   assert dense.dense_macs == report.dense_macs and not dense.measured
+
+
+def test_count_ignores_jit_trace_cache():
+  # The counter traces CondConv with its "batched" lowering. A jitted apply
+  # that already ran (and so cached its im2col trace) must count the same as
+  # the plain function: the lowering is part of jit's cache key.
+  model = Stack(Policy("fbs", density=0.5, experts=2))
+  x = jax.random.normal(jax.random.PRNGKey(1), (N, 6, 6, 3))
+  variables = jax.jit(model.init)(jax.random.PRNGKey(0), x)
+  jitted = jax.jit(model.apply)
+  jitted(variables, x)
+  warm = flops.Counter(jitted)(variables, x)
+  plain = flops.Counter(model.apply)(variables, x)
+  assert warm.dense_macs == plain.dense_macs
+  np.testing.assert_array_equal(warm.macs_per_example, plain.macs_per_example)
+  assert [(r.path, r.primitive) for r in warm.rows] == [(r.path, r.primitive) for r in plain.rows]

@@ -82,7 +82,7 @@ def test_dense_zoo_matches_closed_form(name, size, classes, expected):
 
 
 def test_published_totals():
-  """Cross-check with the numbers the specs quote (ftwt.md §5, fbs_condconv.md §2.1)."""
+  """Cross-check with the numbers the specs quote (docs/methods.md#counting-macs, #m-cifarnet)."""
   assert resnet56() == 125_485_056 + 640
   assert vgg16() == 313_196_544 + 5_120
   assert mobilenet(32, MOBILENET_CFG, 10) == 46_344_192 + 10_240

@@ -5,7 +5,11 @@ import sys
 import textwrap
 import time
 
+import pytest
+
 from dynjax import launch_local
+
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
 
 PROBE = textwrap.dedent("""
     import os

@@ -1,4 +1,7 @@
-"""Losses against hand-computed values (ftwt.md §4.1-4.2, fbs_condconv.md §1.4, §6.11)."""
+"""Losses against hand-computed values.
+
+Definitions: docs/methods.md#mask-loss-and-cooldown, #lasso and #weight-decay.
+"""
 
 import math
 
@@ -59,7 +62,7 @@ def test_ftwt_mask_loss_ignores_fbs_layers_and_is_zero_without_ftwt():
 
 @pytest.mark.parametrize("epoch,expected", [(0, 1.0), (99, 1.0), (100, 0.0), (199, 0.0)])
 def test_ftwt_mask_weight_cooldown(epoch, expected):
-  # 200 epochs, cooldown 0.5: the gates train in epochs 0-99 (ftwt.md §4.2).
+  # 200 epochs, cooldown 0.5: gates train in epochs 0-99 (docs/methods.md#mask-loss-and-cooldown).
   assert float(losses.ftwt_mask_weight(epoch, 200, 1.0, 0.5)) == expected
 
 

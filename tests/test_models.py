@@ -159,7 +159,7 @@ def test_gated_layer_paths_in_execution_order(name):
 def _mcifarnet_params():
   widths = [64, 64, 128, 128, 128, 192, 192, 192]
   conv = sum(9 * cin * cout for cin, cout in zip([3] + widths[:-1], widths))
-  assert conv == 1_291_968  # fbs_condconv.md §2.1 table
+  assert conv == 1_291_968  # docs/methods.md#m-cifarnet
   return conv + 2 * sum(widths) + 192 * 10 + 10
 
 
@@ -290,7 +290,7 @@ def test_forward_and_gradient_under_jit(name, policy):
   assert len(gates) == 2 * GATES[name]  # gate / predictor kernel and bias per layer
   masks = _leaves_named(state["dynamic"], "mask")
   if policy == "ftwt":
-    # Decoupled FTWT: the task loss never reaches the gates (ftwt.md §3.1).
+    # Decoupled FTWT: the task loss never reaches the gates (docs/methods.md#binarisation).
     assert all(float(jnp.abs(g).max()) == 0.0 for g in gates)
   else:
     # FBS: exactly ceil(d * C) winners per example; predictors and routers learn.

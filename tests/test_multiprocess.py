@@ -25,6 +25,8 @@ from dynjax.train.trainer import build_model
 sys.path.insert(0, os.path.dirname(__file__))
 import multiprocess_driver as driver  # pylint: disable=wrong-import-position
 
+pytestmark = [pytest.mark.slow, pytest.mark.multiprocess]
+
 STEPS = 4
 
 

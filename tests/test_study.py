@@ -52,13 +52,14 @@ def test_convergence_rule():
 def _write_run(root, name, top1_curve, macs=(2.0, 8.0), mask_acc=None, seconds=10.0):
   workdir = os.path.join(root, name)
   os.makedirs(workdir)
+  records = [{"step": step, "eval_top1": top1 / 100} for step, top1 in top1_curve]
+  records += [{"step": step, "train_ftwt_mask_accuracy": acc} for step, acc in (mask_acc or [])]
+  records.sort(key=lambda r: r["step"])  # in the order a trainer writes them
+  records.append({"step": top1_curve[-1][0], "eval_dense_macs": macs[1] * 1e6,
+                  "eval_dynamic_macs": macs[0] * 1e6})
   with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
-    for step, top1 in top1_curve:
-      f.write(json.dumps({"step": step, "eval_top1": top1 / 100}) + "\n")
-    for step, acc in (mask_acc or []):
-      f.write(json.dumps({"step": step, "train_ftwt_mask_accuracy": acc}) + "\n")
-    f.write(json.dumps({"step": top1_curve[-1][0], "eval_dense_macs": macs[1] * 1e6,
-                        "eval_dynamic_macs": macs[0] * 1e6}) + "\n")
+    for record in records:
+      f.write(json.dumps(record) + "\n")
   json.dump({"returncode": 0, "seconds": seconds}, open(os.path.join(workdir, "run.json"), "w"))
 
 
@@ -100,18 +101,25 @@ def test_fbs_claims_from_fake_rows(tmp_path):
   assert (tmp_path / "out" / "cpu_fbs_condconv.md").read_text().startswith("<!-- generated")
 
 
-def test_ftwt_claims_pruning_static_and_mask_accuracy(tmp_path):
+def _fake_vgg_ftwt_rows(root, macs, top1, mask_acc=False):
+  """Three seeds of every VGG row of `cpu_ftwt`, keyed by the run name's tail
+  (`baseline`, `r0.92_joint`, `static_w0.5`, ...), seeds 0.3 points apart."""
   jobs = [j for j in sweeps.get_sweep("cpu_ftwt") if j.name.startswith("cpu_ftwt_cifar_vgg16_bn")]
+  for job in jobs:
+    key = job.name[len("cpu_ftwt_cifar_vgg16_bn_"):-3]
+    gated = mask_acc and key.startswith("r0")
+    _write_run(root, job.name, _curve(top1[key] + 0.3 * job.seed),
+               macs=(macs[key] + 0.05 * job.seed, 8.0),
+               mask_acc=[(10, 0.6), (50, 0.8 + 0.01 * job.seed)] if gated else None)
+  return study.aggregate(jobs, root)
+
+
+def test_ftwt_claims_pruning_static_and_mask_accuracy(tmp_path):
   macs = {"baseline": 8.0, "r0.92_joint": 4.0, "r0.92_decoupled": 5.0, "r0.85_decoupled": 3.0,
           "r0.88_joint": 3.5, "static_w0.5": 2.5, "static_w0.75": 4.5}
   top1 = {"baseline": 60.0, "r0.92_joint": 59.0, "r0.92_decoupled": 59.5, "r0.85_decoupled": 58.5,
           "r0.88_joint": 55.0, "static_w0.5": 53.0, "static_w0.75": 56.0}
-  for job in jobs:
-    key = job.name[len("cpu_ftwt_cifar_vgg16_bn_"):-3]
-    _write_run(str(tmp_path), job.name, _curve(top1[key] + 0.3 * job.seed),
-               macs=(macs[key] + 0.05 * job.seed, 8.0),
-               mask_acc=[(10, 0.6), (50, 0.8 + 0.01 * job.seed)] if "r0" in key else None)
-  rows = study.aggregate(jobs, str(tmp_path))
+  rows = _fake_vgg_ftwt_rows(str(tmp_path), macs, top1, mask_acc=True)
   outcomes = {c.text: o for c, o in claims.evaluate(claims.ftwt_claims(), rows)}
   assert outcomes["a lower r prunes more (VGG-16-BN decoupled, r = 0.85 vs 0.92)"].verdict == "holds"
   assert outcomes["at equal r, joint prunes more than decoupled (VGG-16-BN, r = 0.92)"].verdict == "holds"
@@ -156,3 +164,91 @@ def test_layer_statistics_by_hand():
   row = diagnose.layer_statistics([ftwt])["conv0"]
   assert row["mask_acc"] == 0.75 and row["target_active"] == 0.75
   assert row["logit_mean"] == 0.0 and row["logit_std"] == pytest.approx(np.sqrt(5.0))
+
+
+def test_exact_reduction_of_static_rows_uses_the_dense_baseline(tmp_path):
+  # dense: 8 M MACs; SCP: a narrow static network of 2 M (its own dense count is
+  # also 2 M); FBS: 2 M of 8 M. SCP's exact reduction is 75% of the dense row.
+  jobs = [j for j in sweeps.get_sweep("cpu_fbs_condconv")
+          if j.label in ("dense", "SCP d=0.25", "FBS d=0.25")]
+  for job in jobs:
+    macs = {"dense": (8.0, 8.0), "SCP d=0.25": (2.0, 2.0), "FBS d=0.25": (2.0, 8.0)}[job.label]
+    _write_run(str(tmp_path), job.name, _curve(50.0), macs=macs)
+  rows = study.by_label(study.aggregate(jobs, str(tmp_path)))
+  ref = study.reference_row(list(rows.values()), rows["SCP d=0.25"])
+  assert ref is rows["dense"]
+  assert study.reduction_values(rows["SCP d=0.25"], exact=True, reference=ref) == [75.0] * 3
+  assert study.reduction_values(rows["FBS d=0.25"], exact=True, reference=ref) == [75.0] * 3
+  assert study.reduction_values(rows["dense"], exact=True, reference=ref) == [0.0] * 3
+  # Without a reference a static network is compared with itself.
+  assert study.reduction_values(rows["SCP d=0.25"], exact=True) == [0.0] * 3
+
+
+def test_variant_claims_compare_with_the_default_rows(tmp_path):
+  jobs = sweeps.compared_rows("cpu_fbs_variants") + sweeps.get_sweep("cpu_fbs_variants")
+  assert {j.label for j in jobs} >= {"FBS d=0.25", "FBS d=0.25 (strict)",
+                                     "FBS-CondConv d=0.25 (swishpred)"}
+  for job in jobs:
+    final = 50.0 + 0.5 * job.seed + (5.0 if job.label == "FBS d=0.25 (strict)" else 0.0)
+    _write_run(str(tmp_path), job.name, _curve(final))
+  rows = study.aggregate(jobs, str(tmp_path))
+  verdicts = {c.text: o for c, o in claims.evaluate(claims.for_sweep("cpu_fbs_variants"), rows)}
+  strict = verdicts["the strict tie rule (official code) beats dynjax's default for FBS d=0.25 (top-1)"]
+  assert strict.verdict == "holds" and abs(strict.value.mean - 5.0) < 1e-9
+  swish = verdicts["the layer's activation in the predictor (official code) beats dynjax's default "
+                   "for FBS-CondConv d=0.25 (top-1)"]
+  assert swish.verdict == "inconclusive" and abs(swish.value.mean) < 1e-9
+
+
+def test_cheaper_and_more_accurate_static_network_refutes_ftwt(tmp_path):
+  # FTWT at 6 M MACs; both static networks are cheaper (2.5 M, 4.5 M). The
+  # dearer one is 6 points more accurate: a claim that FTWT beats a static
+  # network of its MACs fails. Where the cheaper static row is less accurate
+  # nothing follows, and the verdict stays inconclusive.
+  macs = {"baseline": 8.0, "r0.92_joint": 6.0, "r0.92_decoupled": 6.0, "r0.85_decoupled": 5.0,
+          "r0.88_joint": 5.5, "static_w0.5": 2.5, "static_w0.75": 4.5}
+  top1 = {"baseline": 60.0, "r0.92_joint": 54.0, "r0.92_decoupled": 62.0, "r0.85_decoupled": 58.5,
+          "r0.88_joint": 55.0, "static_w0.5": 53.0, "static_w0.75": 60.0}
+  rows = _fake_vgg_ftwt_rows(str(tmp_path), macs, top1)
+  outcomes = {c.text: o for c, o in claims.evaluate(claims.ftwt_claims(), rows)}
+  worse = outcomes["FTWT beats a static network of at least its MACs (vgg16_bn r = 0.92 joint)"]
+  assert worse.verdict == "fails" and worse.value.mean == pytest.approx(-6.0)
+  assert "cheaper vgg16_bn static w=0.75" in worse.detail
+  better = outcomes["FTWT beats a static network of at least its MACs (vgg16_bn r = 0.92 decoupled)"]
+  assert better.verdict == "inconclusive" and better.value.mean == pytest.approx(2.0)
+  assert "no static row" in better.detail
+
+
+def test_metrics_of_a_restarted_run_keep_only_the_final_run(tmp_path):
+  from experiments import results as results_lib
+  lines = [{"step": 20, "train_loss": 2.0}, {"step": 40, "eval_top1": 0.3},
+           {"step": 60, "eval_top1": 0.4},
+           # killed, resumed from the step-40 checkpoint: 60 is superseded
+           {"step": 40, "eval_top1": 0.31}, {"step": 60, "eval_top1": 0.45},
+           # killed again without a checkpoint: restarted from scratch
+           {"step": 20, "train_loss": 2.1}, {"step": 40, "eval_top1": 0.32},
+           {"step": 60, "eval_top1": 0.5}]
+  (tmp_path / results_lib.METRICS_FILE).write_text(
+      "\n".join(json.dumps(line) for line in lines) + "\n{\"step\": 8")
+  assert results_lib.read_metrics(str(tmp_path)) == lines[5:]
+  assert study.eval_curve(str(tmp_path)) == [(40, 32.0), (60, 50.0)]
+
+
+def test_ftwt_budget_claims_compare_the_longer_baseline(tmp_path):
+  jobs = sweeps.compared_rows("cpu_ftwt_budget") + sweeps.get_sweep("cpu_ftwt_budget")
+  labels = {j.label for j in jobs}
+  assert {"vgg16_bn baseline, 25 epochs", "vgg16_bn baseline", "vgg16_bn static w=0.75"} <= labels
+  # The longer baseline runs the static comparators' recipe without the pruning.
+  longer = [j for j in jobs if j.label == "vgg16_bn baseline, 25 epochs"][0]
+  static = [j for j in jobs if j.label == "vgg16_bn static w=0.75"][0]
+  assert set(static.overrides) - set(longer.overrides) == {
+      ("dynamic.method", "static"), ("dynamic.density", "0.75")}
+  finals = {"vgg16_bn baseline, 25 epochs": 72.0, "vgg16_bn baseline": 67.0,
+            "vgg16_bn static w=0.75": 70.0}
+  for job in jobs:
+    if job.label in finals:
+      _write_run(str(tmp_path), job.name, _curve(finals[job.label] + 0.2 * job.seed))
+  rows = study.aggregate([j for j in jobs if j.label in finals], str(tmp_path))
+  outcomes = [o for _, o in claims.evaluate(claims.for_sweep("cpu_ftwt_budget"), rows)]
+  assert [o.verdict for o in outcomes] == ["holds", "holds"]
+  assert [o.value.mean for o in outcomes] == [pytest.approx(5.0), pytest.approx(2.0)]

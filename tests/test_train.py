@@ -176,7 +176,7 @@ def test_merge_matching_loads_matching_leaves_only():
 
 
 def test_sigterm_is_a_preemption_notice(tmp_path):
-  checkpointer = ckpt_lib.Checkpointer(str(tmp_path), 100, 1, {})
+  checkpointer = ckpt_lib.Checkpointer(str(tmp_path), 1, {})
   checkpointer.watch_sigterm()
   assert not checkpointer.reached_preemption(1)
   os.kill(os.getpid(), signal.SIGTERM)
@@ -184,6 +184,7 @@ def test_sigterm_is_a_preemption_notice(tmp_path):
   checkpointer.close()
 
 
+@pytest.mark.slow
 def test_command_line_error_is_one_line(tmp_path):
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
   proc = subprocess.run(

@@ -1,6 +1,6 @@
 """Stateless tf.data augmentation: every random choice is a pure function of a
 per-example seed `[2] int64`, so an epoch's batches are reproducible and a
-resumed run sees exactly the same images (design.md: exact resume).
+resumed run sees exactly the same images (docs/architecture.md#exact-resume).
 
 Images are `[H, W, C]` float32 unless stated otherwise.
 """
@@ -32,7 +32,7 @@ def pad_crop_flip(image, seed, padding: int, flip: bool):
 
 def cutout(image, seed, size: int):
   """Zero one `size x size` square with a uniform centre, clipped at the borders
-  (DeVries & Taylor 2017; fbs_condconv.md §6.13)."""
+  (DeVries & Taylor 2017; docs/methods.md#augmentation)."""
   tf = tensorflow()
   h, w = image.shape[0], image.shape[1]
   y_seed, x_seed = tf.unstack(split_seed(seed, 2))

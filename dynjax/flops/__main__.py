@@ -13,24 +13,20 @@ gate as an untrained network would); `--dense` counts from the trace only.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 
 import jax
 import jax.numpy as jnp
 
+from dynjax import config_loading
+from dynjax.errors import UserError
+
 DATASET_SHAPES = {"digits": (8, 8, 1), "cifar10": (32, 32, 3), "cifar100": (32, 32, 3)}
 
 
 def load_config(spec: str):
-  path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("flops_config", path)
-  if module_spec is None:
-    raise ValueError(f"--config: cannot load {path!r}")
-  module = importlib.util.module_from_spec(module_spec)
-  sys.path.insert(0, ".")
-  module_spec.loader.exec_module(module)
-  return module.get_config(arg) if arg else module.get_config()
+  """`get_config()` of `file.py[:arg]` (the loader `dynjax.main` uses)."""
+  return config_loading.load_config(spec)
 
 
 def input_shape(config) -> tuple:
@@ -90,4 +86,7 @@ def main(argv=None) -> str:
 
 
 if __name__ == "__main__":
-  main()
+  try:
+    main()
+  except UserError as e:
+    sys.exit(f"error: {e}")

@@ -6,13 +6,13 @@
   by a zero multiplier before anything mixes channels). Gate heads, routers
   and CondConv kernel mixing are counted like any other op. The dense
   baseline is the same program at full density.
-- `fbs_condconv_paper`: the seed paper's Table 1 (fbs_condconv.md §2.2):
+- `fbs_condconv_paper`: the seed paper's Table 1 (docs/methods.md#counting-macs):
   fractional channels, MACs = dense * d_in * d_out with d_out = d for gated
   layers and d_in = d for layers fed by a gated layer (the RGB input stays
   dense), plus the CondConv kernel mixing (n MACs per surviving kernel weight)
   only when d < 1; gate heads and routers are not counted. Needs `density`;
   the dense baseline excludes gate heads and kernel mixing.
-- `ftwt_code`: the FTWT code's accounting (ftwt.md §5): gated convolutions
+- `ftwt_code`: the FTWT code's accounting (docs/methods.md#counting-macs): gated convolutions
   only, `A_l * Ho*Wo * floor(prev / groups) * k^2` with `A_l` the layer's
   active output channels for the example and `prev` the previous gated
   layer's (the first gated layer's input channels for the first). Its dense

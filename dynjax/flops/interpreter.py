@@ -21,7 +21,6 @@ import functools
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from dynjax.flops import primitives as P
@@ -44,6 +43,9 @@ class MacOp:
     mode: `"sample"` (a batch axis), `"folded"` (batch folded into
       features), or `"shared"` (no example axis: cost shared by the batch).
     geometry: `rules.ConvGeometry` for convolutions.
+    side, sample, out_sample, contract: dot_general only: the operand holding
+      the examples (0 or 1), its example axis and the output's (None when
+      shared), and the contracted entries per example.
     gated: the output is multiplied by a per-example tensor before any
       channel-mixing op (a dynamic gate).
     inputs_from: ops whose output reaches this op's activation operand
@@ -87,7 +89,6 @@ class Analysis:
   batch_size: int
   unknown: dict
   notes: list
-  out_lives: dict = dataclasses.field(default_factory=dict)
 
 
 def _batched_flags(args, batch_argnums):
@@ -149,7 +150,6 @@ def analyse(closed_jaxpr, batched_flags: Sequence[bool]) -> Analysis:
     for r in node.inputs:
       if not isinstance(r, Const):
         consumers[r].append(n)
-  cond_best = {}
   for n, node in enumerate(graph.nodes):
     rule = R.RULES.get(node.prim)
     if rule is None:
@@ -238,7 +238,7 @@ def _costliest_branches(inner) -> list:
 # Measurement.
 
 
-def _eval_node(node, ins, graph, locs_folded):
+def _eval_node(node, ins, locs_folded):
   if node.prim is P.CONV and locs_folded and jax.default_backend() == "cpu":
     return [R.eval_folded_conv(ins[0], ins[1], node.params, locs_folded)]
   out = node.prim.bind(*ins, **node.params)
@@ -258,7 +258,7 @@ def measure_fn(analysis: Analysis):
       ins = [val(r) for r in node.inputs]
       op = ops[by_node[n]] if n in by_node else None
       folded = op.examples_folded if op is not None else 0
-      env.update(zip(node.outputs, _eval_node(node, ins, graph, folded)))
+      env.update(zip(node.outputs, _eval_node(node, ins, folded)))
       if op is not None and node.prim is P.CONV:
         activity[n] = R.conv_activity(ins[0], node.params)
     live = {}

@@ -35,7 +35,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from dynjax.flops import primitives as P
-from dynjax.flops.graph import Const
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""CondConv: per-example kernels mixed from n experts (fbs_condconv.md §4).
+"""CondConv: per-example kernels mixed from n experts (docs/methods.md#condconv).
 
   y_b = (sum_i alpha_{b,i} W_i) * x_b,   alpha_b = sigmoid(GAP(x_b) R + c).
 
@@ -17,28 +17,10 @@ Four exact ways to compute a batch (`method`):
 - `"depthwise"` (depthwise only): mix per-example kernels, then kh*kw shifted
   multiply-adds.
 
-Measured with `python benchmarks/condconv_methods.py --batch 32 64 --repeats 2
---rounds 2` on CPU (2 shared cores, load average ~5, XLA CPU, jax 0.10.2),
-forward+backward, n = 4, in ms (interleaved best of 2 rounds):
-
-  shape (HxW, Cin->Cout)        batch  plain conv  mixture  im2col
-  M-CifarNet conv1 30x30 64->64    32      159        570     194
-  M-CifarNet conv2 30x30 64->128/2 32       66        227      80
-  M-CifarNet conv3 15x15 128->128  32       77        323     142
-  M-CifarNet conv6  8x8  192->192  32       46        171     156
-  M-CifarNet conv1 30x30 64->64    64      710       2619     751
-  M-CifarNet conv3 15x15 128->128  64      401       1730     545
-  M-CifarNet conv6  8x8  192->192  64      160        592     537
-
-An earlier run (batch 64) measured `batched` at 8366 / 4035 / 16047 ms for
-conv3 / conv6 / conv1 (XLA CPU runs the batch-folded grouped convolution
-~20x slower than mixture), and on a depthwise 16x16x256 layer `depthwise`
-483 ms against 26455 (batched) and 73520 (mixture). Patches taken with
-`lax.conv_general_dilated_patches` instead of shifted windows made
-`im2col` 3-4x slower than `mixture` (that op lowers to a one-hot
-convolution). So `"auto"` picks `"im2col"` for ungrouped convs,
-`"depthwise"` for depthwise ones and `"mixture"` for other grouped convs
-(not measured).
+`"auto"` picks `"im2col"` for ungrouped convs, `"depthwise"` for depthwise
+ones and `"mixture"` for other grouped convs: on XLA CPU `im2col` is the
+fastest exact lowering for ungrouped convs and the batch-folded `batched`
+convolution the slowest (measurements in docs/performance.md#condconv-lowerings).
 """
 
 from __future__ import annotations
@@ -54,7 +36,24 @@ import flax.linen as nn
 from dynjax.layers.gates import spatial_mean
 
 
-_METHOD_OVERRIDE = contextvars.ContextVar("condconv_method_override", default=None)
+# A jit-cache-sensitive context: a function jitted and called outside the
+# override must be re-traced inside it, or tools would read the cached trace of
+# the default lowering (the FLOP counter would count the wrong program).
+if hasattr(jax, "make_user_context"):
+  _METHOD_OVERRIDE = jax.make_user_context(None)
+  _override_value = lambda: _METHOD_OVERRIDE.value
+  _override_block = _METHOD_OVERRIDE
+else:  # older jax: jit's cache cannot see the override; trace un-jitted fns
+  _METHOD_OVERRIDE = contextvars.ContextVar("condconv_method_override", default=None)
+  _override_value = _METHOD_OVERRIDE.get
+
+  @contextlib.contextmanager
+  def _override_block(method):
+    token = _METHOD_OVERRIDE.set(method)
+    try:
+      yield
+    finally:
+      _METHOD_OVERRIDE.reset(token)
 
 
 @contextlib.contextmanager
@@ -63,13 +62,12 @@ def method_override(method: str | None):
 
   Used by tools that need a particular lowering, e.g. the FLOP counter traces
   with `"batched"` so the kernel mixing appears as one `dot_general` (n MACs
-  per kernel weight) followed by a single per-example convolution.
+  per kernel weight) followed by a single per-example convolution. The
+  override is part of `jax.jit`'s cache key, so an already-traced jitted
+  function is traced again under it.
   """
-  token = _METHOD_OVERRIDE.set(method)
-  try:
+  with _override_block(method):
     yield
-  finally:
-    _METHOD_OVERRIDE.reset(token)
 
 
 def _pair(v) -> tuple[int, int]:
@@ -290,7 +288,7 @@ class CondConv(nn.Module):
     self.sow("dynamic", "alpha", alpha, init_fn=lambda: None,
              reduce_fn=lambda _, new: new)
     depthwise = groups == cin == self.features and groups > 1
-    method = _METHOD_OVERRIDE.get() or self.method
+    method = _override_value() or self.method
     if method == "auto":
       method = "depthwise" if depthwise else "im2col" if groups == 1 else "mixture"
     strides = _pair(self.strides)

@@ -5,11 +5,11 @@ with its output channels is decided by its `Policy` (see `policy.py`):
 
 - `dense` / `static`: conv -> BN -> act (static layers are simply built with
   `policy.width(features)` channels).
-- `fbs` (fbs_condconv.md §1.1, §5.2): saliency g = FBSSaliency(x);
+- `fbs` (docs/methods.md#fbs): saliency g = FBSSaliency(x);
   m = wta_mask(g, ceil(d*C)); y = act(m*g*BN_noaffine(z) + m*beta). Losers
   are exactly zero, winners are boosted by g, and the predictor is trained
   only through the winners' g.
-- `ftwt` (ftwt.md §1-§3): logits P = FTWTGate(x or stop_gradient(x));
+- `ftwt` (docs/methods.md#ftwt): logits P = FTWTGate(x or stop_gradient(x));
   M = 1[P > 0] (no gradient unless `gate_ste`); O = act(BN(z)); the target
   mask comes from the unmasked O; output O*M.
 
@@ -147,7 +147,7 @@ class DynamicConv(nn.Module):
     m = mask[:, None, None, :].astype(y.dtype)
     if residual is not None and not policy.mask_after_residual:
       # ResNet conv2, official default: GT on the signed pre-residual BN output,
-      # mask before the add, activation after it (ftwt.md §3.3).
+      # mask before the add, activation after it (docs/methods.md#where-the-ftwt-gates-sit).
       unmasked = y
       out = self._act(add(y * m))
     else:

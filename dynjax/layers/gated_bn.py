@@ -1,7 +1,7 @@
 """Batch norm with a per-example, per-channel gate, with a hand-written backward.
 
 FBS computes `u = s * BN_noaffine(z) + t` with `s = m * g` and `t = m * beta`
-of shape `[N, C]` (fbs_condconv.md §1.1). Differentiated automatically, XLA
+of shape `[N, C]` (docs/methods.md#where-the-fbs-gate-sits). Differentiated automatically, XLA
 materialises several full-size intermediates per layer in the backward pass
 (`du * s`, `du * s * zn`, ...) before reducing them. The backward here needs
 only two per-example reductions over H, W,

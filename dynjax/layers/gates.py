@@ -40,7 +40,7 @@ def spatial_max(x: jax.Array) -> jax.Array:
 
 
 def torch_default_uniform(fan_in_axis: int = 0):
-  """PyTorch's default Linear/Conv init: U(+-1/sqrt(fan_in)) (ftwt.md §2)."""
+  """PyTorch's default Linear/Conv init: U(+-1/sqrt(fan_in)) (docs/methods.md#gate-head)."""
 
   def init(key, shape, dtype=jnp.float32):
     fan_in = shape[fan_in_axis] if len(shape) > 1 else shape[0]
@@ -51,7 +51,7 @@ def torch_default_uniform(fan_in_axis: int = 0):
 
 
 class FBSSaliency(nn.Module):
-  """FBS saliency predictor (fbs_condconv.md §1.2): g = ReLU(ss(x) W + rho).
+  """FBS saliency predictor (docs/methods.md#saliency-predictor): g = ReLU(ss(x) W + rho).
 
   Attributes:
     features: C_out.
@@ -81,7 +81,7 @@ class FBSSaliency(nn.Module):
 
 
 class FTWTGate(nn.Module):
-  """FTWT decision gate (ftwt.md §2): pool -> softmax over channels -> Dense.
+  """FTWT decision gate (docs/methods.md#gate-head): pool -> softmax over channels -> Dense.
 
   Attributes:
     features: C_out.

@@ -11,12 +11,12 @@ import math
 import jax
 import jax.numpy as jnp
 
-# FTWT's numerical slack (ftwt.md §3.2): delta = 1e-5.
+# FTWT's numerical slack (docs/methods.md#heat-map-targets): delta = 1e-5.
 FTWT_DELTA = 1e-5
 
 
 def num_winners(density: float, channels: int) -> int:
-  """k = ceil(d * C), the number of FBS winners (fbs_condconv.md §1.3).
+  """k = ceil(d * C), the number of FBS winners (docs/methods.md#winners).
 
   A tiny tolerance keeps float noise such as 0.7 * 10 = 7.000000000000001
   from adding a channel.
@@ -107,7 +107,7 @@ def _unsort(sorted_values: jax.Array, order: jax.Array) -> jax.Array:
 
 
 def ftwt_target_mask(features: jax.Array, r: float, mode: str = "mass") -> jax.Array:
-  """FTWT self-supervised target mask (ftwt.md §3.2), computed without gradient.
+  """FTWT self-supervised target mask (docs/methods.md#heat-map-targets), computed without gradient.
 
   Args:
     features: the layer's unmasked output `O`, `[N, H, W, C]` (or `[N, C]`).
@@ -158,7 +158,7 @@ def straight_through(hard: jax.Array, soft: jax.Array) -> jax.Array:
 
 
 def binary_gate(logits: jax.Array, ste: bool = False) -> jax.Array:
-  """FTWT binarisation `M = 1[sigmoid(P) > 0.5] = 1[P > 0]` (ftwt.md §3.1).
+  """FTWT binarisation `M = 1[sigmoid(P) > 0.5] = 1[P > 0]` (docs/methods.md#binarisation).
 
   With `ste=False` (the official behaviour) the mask carries no gradient. With
   `ste=True` the backward pass uses the gradient of `sigmoid(P)`.

@@ -1,4 +1,7 @@
-"""The gating policy: one small config that every model takes (design.md)."""
+"""The gating policy: one small config that every model takes.
+
+See docs/architecture.md#the-gating-policy.
+"""
 
 from __future__ import annotations
 

@@ -22,6 +22,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
+from dynjax.layers.dynamic_conv import DynamicConv
 from dynjax.layers.policy import Policy
 
 he_fan_out_normal = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -79,6 +80,22 @@ def torch_padding(kernel_size: int) -> tuple[tuple[int, int], tuple[int, int]]:
   """PyTorch's symmetric `padding=k // 2` (differs from SAME for stride 2)."""
   pad = kernel_size // 2
   return ((pad, pad), (pad, pad))
+
+
+def torch_conv(features: int, kernel_size: int, strides: int, *, policy: Policy,
+               kernel_init: nn.initializers.Initializer, dtype, name: str,
+               **kwargs) -> DynamicConv:
+  """A `DynamicConv` as the networks ported from PyTorch build it.
+
+  Symmetric `k // 2` padding, ReLU and PyTorch's batch norm (eps 1e-5,
+  momentum 0.1, unbiased running variance); `kwargs` (`use_bias`,
+  `feature_group_count`) go to `DynamicConv` unchanged.
+  """
+  return DynamicConv(
+      features, kernel_size, strides, torch_padding(kernel_size), policy=policy,
+      activation=nn.relu, kernel_init=kernel_init, bn_momentum=TORCH_BN_MOMENTUM,
+      bn_epsilon=TORCH_BN_EPSILON, bn_unbiased_var=TORCH_BN_UNBIASED_VAR, dtype=dtype,
+      name=name, **kwargs)
 
 
 def global_avg_pool(x: jax.Array) -> jax.Array:

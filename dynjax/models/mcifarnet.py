@@ -1,4 +1,4 @@
-"""M-CifarNet, the FBS paper's CIFAR-10 network (fbs_condconv.md §2.1).
+"""M-CifarNet, the FBS paper's CIFAR-10 network (docs/methods.md#m-cifarnet).
 
 Eight 3x3 convolutions, each conv (no bias) -> BN -> activation and each a
 gateable `DynamicConv` (`conv0` .. `conv7`), dropout after conv3 and conv6,
@@ -16,7 +16,7 @@ Deviations / choices, all documented:
   (where conv7's map is 8x8) and it lets the network run on small inputs
   such as 8x8x1 digits.
 - BN uses the source's TF epsilon 1e-3. The official momentum is 0.9997; the
-  default here is 0.99 for from-scratch runs (fbs_condconv.md §6.8), set
+  default here is 0.99 for from-scratch runs (docs/methods.md#batch-norm), set
   `bn_momentum` to change it.
 - `activation`: `relu` (the official [M] network) or `swish` (the seed
   paper's recipe).

@@ -1,4 +1,4 @@
-"""MobileNetV1 (Howard et al. 2017), CIFAR and ImageNet variants (ftwt.md §3.3).
+"""MobileNetV1 (Howard et al. 2017), CIFAR and ImageNet variants (docs/methods.md#models).
 
 A 3x3 stem conv (32) followed by 13 depthwise-separable blocks, each a 3x3
 depthwise conv (stride s) -> BN -> ReLU and a 1x1 pointwise conv -> BN ->
@@ -46,13 +46,9 @@ STEM_STRIDES = {"cifar": 1, "imagenet": 2}
 
 def _conv(features: int, kernel: int, strides: int, policy: Policy, dtype: Any,
           name: str, groups: int = 1) -> DynamicConv:
-  return DynamicConv(
-      features, kernel, strides, common.torch_padding(kernel),
-      feature_group_count=groups, policy=policy, activation=nn.relu,
-      kernel_init=common.torch_default_kernel_init,
-      bn_momentum=common.TORCH_BN_MOMENTUM, bn_epsilon=common.TORCH_BN_EPSILON,
-      bn_unbiased_var=common.TORCH_BN_UNBIASED_VAR,
-      dtype=dtype, name=name)
+  return common.torch_conv(features, kernel, strides, policy=policy,
+                           kernel_init=common.torch_default_kernel_init, dtype=dtype,
+                           name=name, feature_group_count=groups)
 
 
 class DepthwiseSeparable(nn.Module):

@@ -1,4 +1,4 @@
-"""ImageNet ResNet-18 / ResNet-34 in torchvision's layout (ftwt.md §6.3).
+"""ImageNet ResNet-18 / ResNet-34 in torchvision's layout (docs/methods.md#imagenet-recipes).
 
 7x7/2 stem conv (64) -> BN -> ReLU -> 3x3/2 max-pool -> 4 stages of basic
 blocks (64, 128, 256, 512; [2, 2, 2, 2] or [3, 4, 6, 3]) -> global average
@@ -49,12 +49,9 @@ class BasicBlock(nn.Module):
   dtype: Any = jnp.float32
 
   def _conv(self, policy: Policy, strides: int, name: str) -> DynamicConv:
-    return DynamicConv(
-        self.features, 3, strides, common.torch_padding(3), policy=policy,
-        activation=nn.relu, kernel_init=common.he_fan_out_normal,
-        bn_momentum=common.TORCH_BN_MOMENTUM, bn_epsilon=common.TORCH_BN_EPSILON,
-        bn_unbiased_var=common.TORCH_BN_UNBIASED_VAR,
-        dtype=self.dtype, name=name)
+    return common.torch_conv(self.features, 3, strides, policy=policy,
+                             kernel_init=common.he_fan_out_normal, dtype=self.dtype,
+                             name=name)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -95,12 +92,9 @@ class ResNet(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     policy = Policy.create(self.dynamic)
     widths = [common.scale_channels(c, self.width_multiplier) for c in (64, 128, 256, 512)]
-    x = DynamicConv(
-        widths[0], 7, 2, common.torch_padding(7), policy=common.residual_policy(policy),
-        activation=nn.relu, kernel_init=common.he_fan_out_normal,
-        bn_momentum=common.TORCH_BN_MOMENTUM, bn_epsilon=common.TORCH_BN_EPSILON,
-        bn_unbiased_var=common.TORCH_BN_UNBIASED_VAR,
-        dtype=self.dtype, name="stem")(x, train=train)
+    x = common.torch_conv(widths[0], 7, 2, policy=common.residual_policy(policy),
+                          kernel_init=common.he_fan_out_normal, dtype=self.dtype,
+                          name="stem")(x, train=train)
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for stage, (width, blocks) in enumerate(zip(widths, self.stage_sizes)):
       for block in range(blocks):

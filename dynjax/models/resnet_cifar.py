@@ -1,4 +1,4 @@
-"""CIFAR ResNet-56 (He et al. 2016, §4.2) as in the FTWT code (ftwt.md §3.3).
+"""CIFAR ResNet-56 (He et al. 2016, §4.2) as in the FTWT code (docs/methods.md#models).
 
 Stem 3x3 conv (16) -> 3 stages x 9 basic blocks (16, 32, 64 channels; stride
 2 at the first block of stages 2 and 3) -> global average pool -> Linear.
@@ -27,7 +27,6 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from dynjax.layers.dynamic_conv import DynamicConv
 from dynjax.layers.policy import Policy
 from dynjax.models import common
 
@@ -62,12 +61,9 @@ class CifarBasicBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    conv = lambda policy, name: DynamicConv(
-        self.features, 3, self.strides if name == "conv1" else 1,
-        common.torch_padding(3), policy=policy, activation=nn.relu,
-        kernel_init=common.he_fan_out_normal, bn_momentum=common.TORCH_BN_MOMENTUM,
-        bn_epsilon=common.TORCH_BN_EPSILON,
-        bn_unbiased_var=common.TORCH_BN_UNBIASED_VAR, dtype=self.dtype, name=name)
+    conv = lambda policy, name: common.torch_conv(
+        self.features, 3, self.strides if name == "conv1" else 1, policy=policy,
+        kernel_init=common.he_fan_out_normal, dtype=self.dtype, name=name)
     if x.shape[-1] != self.features or self.strides != 1:
       shortcut = option_a_shortcut(x, self.features, self.strides,
                                    self.shortcut_stop_gradient)
@@ -104,12 +100,9 @@ class CifarResNet(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     policy = Policy.create(self.dynamic)
     widths = [common.scale_channels(c, self.width_multiplier) for c in (16, 32, 64)]
-    x = DynamicConv(
-        widths[0], 3, 1, common.torch_padding(3), policy=common.residual_policy(policy),
-        activation=nn.relu, kernel_init=common.he_fan_out_normal,
-        bn_momentum=common.TORCH_BN_MOMENTUM, bn_epsilon=common.TORCH_BN_EPSILON,
-        bn_unbiased_var=common.TORCH_BN_UNBIASED_VAR,
-        dtype=self.dtype, name="stem")(x, train=train)
+    x = common.torch_conv(widths[0], 3, 1, policy=common.residual_policy(policy),
+                          kernel_init=common.he_fan_out_normal, dtype=self.dtype,
+                          name="stem")(x, train=train)
     for stage, width in enumerate(widths):
       for block in range(self.blocks_per_stage):
         strides = 2 if stage > 0 and block == 0 else 1

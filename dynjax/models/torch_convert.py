@@ -17,8 +17,9 @@ initial values.
 Per policy:
 - dense, ftwt: exact (the converted dense model reproduces torchvision's
   logits in eval mode).
-- fbs: BN has no affine part (the saliency g replaces gamma, fbs_condconv.md
-  §1.1), so `bn.weight` is dropped and `bn.bias` becomes the layer's `beta`.
+- fbs: BN has no affine part (the saliency g replaces gamma,
+  docs/methods.md#where-the-fbs-gate-sits), so `bn.weight` is dropped and
+  `bn.bias` becomes the layer's `beta`.
 - CondConv (`experts > 0`): every expert gets a copy of the dense kernel, so
   the mixed kernel is (sum_i alpha_i) * W until fine-tuning adapts it.
 - static: widths differ from torchvision's, so conversion fails with a

@@ -1,4 +1,4 @@
-"""VGG-16 with batch norm for CIFAR (cfg D), as in the FTWT code (ftwt.md §3.3).
+"""VGG-16 with batch norm for CIFAR (cfg D), as in the FTWT code (docs/methods.md#models).
 
 13 convolutions, each 3x3 (padding 1, with bias) -> BN -> ReLU, gated after
 BN+ReLU and before the max-pool; five 2x2 max-pools bring 32x32 to 1x1, and
@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from dynjax.layers.dynamic_conv import DynamicConv
 from dynjax.layers.policy import Policy
 from dynjax.models import common
 
@@ -59,13 +58,10 @@ class VGG(nn.Module):
       if item == "M":
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
         continue
-      x = DynamicConv(
-          common.scale_channels(item, self.width_multiplier), 3, 1,
-          common.torch_padding(3), use_bias=True, policy=policy,
-          activation=nn.relu, kernel_init=common.he_fan_out_normal,
-          bn_momentum=common.TORCH_BN_MOMENTUM, bn_epsilon=common.TORCH_BN_EPSILON,
-          bn_unbiased_var=common.TORCH_BN_UNBIASED_VAR,
-          dtype=self.dtype, name=f"conv{index}")(x, train=train)
+      x = common.torch_conv(common.scale_channels(item, self.width_multiplier), 3, 1,
+                            policy=policy, kernel_init=common.he_fan_out_normal,
+                            dtype=self.dtype, name=f"conv{index}", use_bias=True)(
+                                x, train=train)
       index += 1
     x = common.global_avg_pool(x)
     x = nn.Dense(self.num_classes, kernel_init=nn.initializers.normal(0.01),

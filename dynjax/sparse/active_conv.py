@@ -93,7 +93,7 @@ def _slice_kernel(weights: jax.Array, in_idx: jax.Array, out_idx: jax.Array,
     kernel = weights[:, :, in_idx[:, None], out_idx[None, :]]
   else:
     # CondConv experts [n, kh, kw, C_in, C_out]: slice, then mix the survivors
-    # only (n * kh * kw * k_in * k_out MACs, fbs_condconv.md §5.2).
+    # only (n * kh * kw * k_in * k_out MACs, docs/methods.md#fbs-pruned-condconv).
     sliced = jnp.take(jnp.take(weights, in_idx, axis=3), out_idx, axis=4)
     kernel = jnp.tensordot(alpha.astype(sliced.dtype), sliced, axes=1)
   return kernel

@@ -10,19 +10,23 @@ different experiment is refused with a one-line error.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import tempfile
 import threading
 from typing import Any
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 from flax import traverse_util
-from orbax.checkpoint import checkpoint_managers as policies
 
+from dynjax.errors import UserError, describe
 from dynjax.train.config_check import ConfigError
 
 CHECKPOINT_SUBDIR = "checkpoints"
+DAMAGED_SUBDIR = "damaged_checkpoints"
 # Config fields that define an experiment; a restart must not change them.
 IDENTITY_FIELDS = ("model", "model_kwargs", "num_classes", "dynamic", "dataset.name",
                    "batch_size", "seed")
@@ -42,20 +46,20 @@ def experiment_identity(config: Any) -> dict[str, Any]:
 class Checkpointer:
   """Wraps an orbax `CheckpointManager` for one workdir.
 
+  The training loop decides when to save (interval, preemption, last step);
+  `save` always writes.
+
   Args:
     workdir: the run's directory (checkpoints go to `workdir/checkpoints`).
-    every_steps: save interval in steps.
     keep: number of checkpoints kept (latest K).
     identity: `experiment_identity(config)`.
   """
 
-  def __init__(self, workdir: str, every_steps: int, keep: int, identity: dict[str, Any]):
+  def __init__(self, workdir: str, keep: int, identity: dict[str, Any]):
+    check_workdir(workdir)
     self.directory = os.path.abspath(os.path.join(workdir, CHECKPOINT_SUBDIR))
     self.identity = identity
-    policy = policies.AnySavePolicy([policies.FixedIntervalPolicy(every_steps),
-                                     policies.PreemptionCheckpointingPolicy()])
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_decision_policy=policy,
-                                           create=True)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_names=("state", "meta"))
     self._signalled = threading.Event()
@@ -63,41 +67,91 @@ class Checkpointer:
   def latest_step(self) -> int | None:
     return self.manager.latest_step()
 
+  def _steps_newest_first(self) -> list[int]:
+    return sorted(self.manager.all_steps(), reverse=True)
+
+  def _read_meta(self, step: int) -> dict:
+    return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+
   def check_identity(self) -> None:
-    """Raises `ConfigError` if the latest checkpoint is another experiment's."""
-    step = self.latest_step()
-    if step is None:
+    """Raises `ConfigError` if the newest readable checkpoint is another
+    experiment's (unreadable ones are left to `restore`, which reports them)."""
+    for step in self._steps_newest_first():
+      try:
+        meta = self._read_meta(step)
+      except Exception:  # pylint: disable=broad-except
+        continue
+      stored = meta.get("identity", {})
+      differs = [k for k in IDENTITY_FIELDS
+                 if _canonical(stored.get(k)) != _canonical(self.identity[k])]
+      if differs:
+        k = differs[0]
+        raise ConfigError(
+            f"workdir {os.path.dirname(self.directory)!r} holds a checkpoint of another "
+            f"experiment ({k}: {stored.get(k)!r} there, {self.identity[k]!r} now; fields "
+            f"that must match: {list(IDENTITY_FIELDS)}); use a fresh --workdir")
       return
-    meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
-    stored = meta.get("identity", {})
-    differs = [k for k in IDENTITY_FIELDS if _canonical(stored.get(k)) != _canonical(self.identity[k])]
-    if differs:
-      k = differs[0]
-      raise ConfigError(
-          f"workdir {os.path.dirname(self.directory)!r} holds a checkpoint of another "
-          f"experiment ({k}: {stored.get(k)!r} there, {self.identity[k]!r} now; fields "
-          f"that must match: {list(IDENTITY_FIELDS)}); use a fresh --workdir")
 
   def restore(self, arrays: Any) -> tuple[Any, dict] | None:
-    """Restores the latest checkpoint into the structure/sharding of `arrays`.
+    """Restores the newest checkpoint that restores, into the structure and
+    sharding of `arrays`; newer ones that fail are reported and set aside.
 
-    Returns `(arrays, meta)` or None when there is no checkpoint.
+    Returns:
+      `(arrays, meta)`, or None when there is no checkpoint.
+
+    Raises:
+      UserError: there are checkpoints but none restores.
     """
-    step = self.latest_step()
-    if step is None:
+    steps = self._steps_newest_first()
+    if not steps:
       return None
     self.check_identity()
     abstract = jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), arrays)
-    restored = self.manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
-    return restored["state"], restored["meta"]
+    failed = []
+    for step in steps:
+      try:
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()))
+      except Exception as e:  # pylint: disable=broad-except
+        failed.append((step, e))
+        continue
+      if failed:
+        moved = self._set_aside([s for s, _ in failed])
+        logging.warning("checkpoint step(s) %s in %s cannot be restored (%s); resuming from "
+                        "step %d, the newest that restores (the damaged ones are in %s)",
+                        [s for s, _ in failed], self.directory, describe(failed[0][1])[:160],
+                        step, moved)
+      return restored["state"], restored["meta"]
+    step, error = failed[0]
+    self.close()
+    raise UserError(
+        f"no checkpoint in {self.directory!r} can be restored (steps {steps}; step {step}: "
+        f"{describe(error)[:200]}); move that directory away to train from scratch")
 
-  def save(self, step: int, arrays: Any, meta: dict, force: bool = False) -> bool:
-    """Saves if the interval / preemption policy (or `force`) says so."""
+  def _set_aside(self, steps: list[int]) -> str:
+    """Moves damaged step directories to `workdir/damaged_checkpoints/` (so the
+    run can save those steps again and nothing is deleted)."""
+    target = os.path.join(os.path.dirname(self.directory), DAMAGED_SUBDIR)
+    if jax.process_index() == 0:
+      os.makedirs(target, exist_ok=True)
+      for step in steps:
+        destination = os.path.join(target, str(step))
+        n = 1
+        while os.path.exists(destination):
+          destination, n = os.path.join(target, f"{step}.{n}"), n + 1
+        shutil.move(os.path.join(self.directory, str(step)), destination)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+      multihost_utils.sync_global_devices("dynjax_set_aside_damaged_checkpoints")
+    self.manager.reload()
+    return target
+
+  def save(self, step: int, arrays: Any, meta: dict) -> bool:
+    """Saves `arrays` and `meta` (plus the experiment identity) as `step`."""
     meta = dict(meta, identity=self.identity)
     return self.manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)), force=force)
+        state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)), force=True)
 
   def reached_preemption(self, step: int) -> bool:
     """True on a preemption notice: the cluster's (orbax / JAX preemption sync
@@ -132,8 +186,49 @@ def _canonical(value: Any) -> Any:
   return value
 
 
+def check_workdir(workdir: str) -> None:
+  """Raises `UserError` if `workdir` cannot be created or written (before
+  anything is compiled). Remote paths (`gs://...`) are left to orbax."""
+  if "://" in workdir:
+    return
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise UserError(f"--workdir {workdir!r} is a file, not a directory; choose another --workdir")
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir, prefix=".dynjax_write_test"):
+      pass
+  except OSError as e:
+    raise UserError(f"--workdir {workdir!r} cannot be written ({e.strerror or describe(e)}); "
+                    "choose a directory you can write to") from e
+
+
+def has_checkpoint(workdir: str) -> bool:
+  """True if `workdir/checkpoints` holds a finished step directory."""
+  directory = os.path.join(workdir, CHECKPOINT_SUBDIR)
+  return os.path.isdir(directory) and any(d.isdigit() for d in os.listdir(directory))
+
+
+TORCH_SUFFIXES = (".pth", ".pt", ".pth.tar")
+
+
+def check_init_from(path: str) -> None:
+  """Raises `ConfigError` if `init_from` names nothing loadable (cheap: file
+  system only, before anything is compiled)."""
+  if "://" in path:
+    return
+  if path.endswith(TORCH_SUFFIXES):
+    if not os.path.isfile(path):
+      raise ConfigError(f"init_from {path!r} does not exist; expected a torchvision "
+                        "state_dict file or another run's workdir")
+    return
+  _resolve_state_dir(path)
+
+
 def _resolve_state_dir(path: str) -> str:
   """A workdir, a checkpoints dir or a step dir -> the step's `state` dir."""
+  if not os.path.exists(path):
+    raise ConfigError(f"init_from {path!r} does not exist; expected another run's workdir, "
+                      "its checkpoints/ directory, one step directory or a .pth file")
   path = os.path.abspath(path)
   if os.path.isdir(os.path.join(path, CHECKPOINT_SUBDIR)):
     path = os.path.join(path, CHECKPOINT_SUBDIR)
@@ -150,10 +245,17 @@ def load_checkpoint_variables(path: str) -> dict[str, Any]:
   """`{"params": ..., "batch_stats": ...}` (numpy) from another run's checkpoint."""
   state_dir = _resolve_state_dir(path)
   checkpointer = ocp.PyTreeCheckpointer()
-  metadata = checkpointer.metadata(state_dir)
-  tree = metadata.item_metadata.tree if hasattr(metadata, "item_metadata") else metadata.tree
-  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-  restored = checkpointer.restore(state_dir, restore_args=restore_args)
+  try:
+    metadata = checkpointer.metadata(state_dir)
+    tree = metadata.item_metadata.tree if hasattr(metadata, "item_metadata") else metadata.tree
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
+    restored = checkpointer.restore(state_dir, restore_args=restore_args)
+  except Exception as e:  # pylint: disable=broad-except
+    raise UserError(f"init_from {path!r}: the checkpoint {state_dir!r} cannot be read "
+                    f"({describe(e)[:200]})") from e
+  if not isinstance(restored, dict) or "params" not in restored:
+    raise UserError(f"init_from {path!r}: {state_dir!r} is not a dynjax training state "
+                    "(no params)")
   return {"params": restored["params"], "batch_stats": restored.get("batch_stats") or {}}
 
 

@@ -9,6 +9,7 @@ and ranges. `ConfigError` is a `ValueError`; `dynjax.main` prints its message.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Mapping
 
 from dynjax.layers.policy import Policy
@@ -93,10 +94,18 @@ def _check_optimizer(where: str, node: Any, gate: bool) -> None:
   _choice(f"{where}.schedule_unit", opt["schedule_unit"], SCHEDULE_UNITS)
   _choice(f"{where}.weight_decay_mode", opt["weight_decay_mode"], WEIGHT_DECAY_MODES)
   for key in ("learning_rate", "momentum", "weight_decay", "clip_norm", "warmup_epochs"):
-    if not isinstance(opt[key], (int, float)) or opt[key] < 0:
-      raise ConfigError(f"{where}.{key} must be a number >= 0, got {opt[key]!r}")
+    value = opt[key]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+        or not math.isfinite(value) or value < 0:
+      raise ConfigError(f"{where}.{key} must be a finite number >= 0, got {value!r}")
   if opt["schedule"] == "step" and not opt["milestones"]:
     raise ConfigError(f"{where}.milestones must list epochs for schedule='step'")
+  milestones = opt["milestones"] or ()
+  if isinstance(milestones, str) or not all(
+      isinstance(m, (int, float)) and not isinstance(m, bool) and math.isfinite(m) and m > 0
+      for m in milestones):
+    raise ConfigError(f"{where}.milestones must be positive numbers (epochs or steps), "
+                      f"got {milestones!r}")
   if gate and opt["weight_decay_mode"] == "l2_loss" and opt["weight_decay"] > 0:
     raise ConfigError(f"{where}.weight_decay_mode must be 'coupled' for the gate "
                       "optimizer (the L2 loss term never covers gate parameters)")

@@ -60,7 +60,7 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
 
 
 def ftwt_mask_loss(layers: list[tuple[str, dict]]) -> jax.Array:
-  """FTWT gate loss exactly as the official code (ftwt.md §4.1).
+  """FTWT gate loss exactly as the official code (docs/methods.md#mask-loss-and-cooldown).
 
   Per gated layer: BCE-with-logits(gate_logits, target), averaged over the
   batch and *summed* over channels; then averaged over the FTWT layers. 0
@@ -78,13 +78,14 @@ def ftwt_mask_loss(layers: list[tuple[str, dict]]) -> jax.Array:
 
 def ftwt_mask_weight(epoch: jax.Array | int, num_epochs: int, weight: float,
                      cooldown: float) -> jax.Array:
-  """`weight` until epoch `int(cooldown * num_epochs)`, 0 from then on (§4.2)."""
+  """`weight` until epoch `int(cooldown * num_epochs)`, 0 from then on
+  (docs/methods.md#mask-loss-and-cooldown)."""
   return jnp.where(jnp.asarray(epoch) >= int(cooldown * num_epochs), 0.0, weight)
 
 
 def fbs_lasso(layers: list[tuple[str, dict]], strength: float) -> jax.Array:
   """FBS lasso `lambda * sum_l E_x[||g_l(x)||_1]` on the pre-wta saliencies
-  (fbs_condconv.md §1.4; g >= 0 after the predictor's ReLU)."""
+  (docs/methods.md#lasso; g >= 0 after the predictor's ReLU)."""
   terms = [jnp.abs(e["saliency"].astype(jnp.float32)).sum(axis=-1).mean()
            for _, e in layers if "saliency" in e]
   if not terms or not strength:
@@ -98,7 +99,7 @@ def _path_names(path) -> list[str]:
 
 def is_l2_kernel(path) -> bool:
   """True for weight kernels the TF-style L2 covers: conv / dense / expert
-  kernels, not gate heads, CondConv routers or BN (fbs_condconv.md §6.11)."""
+  kernels, not gate heads, CondConv routers or BN (docs/methods.md#weight-decay)."""
   names = _path_names(path)
   return (names[-1] in KERNEL_NAMES and not is_gate_param(path)
           and not any(n in NO_L2_MODULES for n in names))

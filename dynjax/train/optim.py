@@ -3,13 +3,13 @@
 - SGD with momentum (PyTorch semantics: coupled weight decay `g + wd * w`
   before momentum, dampening 0) or RMSProp (TF1 semantics: epsilon inside the
   square root, squared-gradient accumulator initialised to 1, learning rate
-  applied before momentum; fbs_condconv.md §6.10).
+  applied before momentum; docs/methods.md#optimisers).
 - Schedules `constant`, `step` (x `decay_factor` at epoch milestones), `cosine`
   (to 0 at the end of training), stepped per epoch (PyTorch schedulers) or per
   step, with an optional linear warm-up.
 - Gradient clipping by global norm, per group.
 - `optax.multi_transform` sends gate parameters (`is_gate_param`) to
-  `config.gate_optimizer` (FTWT: SGD 0.1 constant, no decay; ftwt.md §4.3).
+  `config.gate_optimizer` (FTWT: SGD 0.1 constant, no decay; docs/methods.md#optimisers).
 """
 
 from __future__ import annotations

@@ -19,6 +19,9 @@ from dynjax.train import losses
 from dynjax.train import sharding as sharding_lib
 from dynjax.train.state import TrainState
 
+# `optax.global_norm` is deprecated in favour of `optax.tree.norm` (newer optax).
+_tree_norm = getattr(getattr(optax, "tree", None), "norm", None) or optax.global_norm
+
 
 def _apply(state: TrainState, params, images, train: bool, rng=None):
   variables = dict(state.variables(), params=params)
@@ -68,7 +71,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], config: Any,
                                                   steps_per_epoch)
   updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  metrics["grad_norm"] = optax.global_norm(grads)
+  metrics["grad_norm"] = _tree_norm(grads)
   metrics["nonfinite"] = 1.0 - jnp.isfinite(loss).astype(jnp.float32)
   new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                             opt_state=opt_state)

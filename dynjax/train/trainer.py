@@ -19,6 +19,8 @@ import numpy as np
 from absl import logging
 
 from dynjax.data import InputPipeline, create_source
+from dynjax.data import validate as data_validate
+from dynjax.errors import describe
 from dynjax.train import checkpoints as ckpt_lib
 from dynjax.train import metrics as metrics_lib
 from dynjax.train import optim
@@ -57,6 +59,9 @@ def _initialise_from(state: TrainState, path: str, mesh) -> TrainState:
       loaded = convert_torchvision_resnet(path, host)
     except (ValueError, FileNotFoundError) as e:
       raise ConfigError(f"init_from {path!r}: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # pylint: disable=broad-except  # unreadable file, torch missing
+      raise ConfigError(f"init_from {path!r} cannot be read as a torchvision state_dict "
+                        f"({describe(e)[:200]})") from e
     new = {"params": loaded["params"], "batch_stats": loaded.get("batch_stats", host["batch_stats"])}
     logging.info("Initialised from torchvision weights %s", path)
   else:
@@ -65,6 +70,11 @@ def _initialise_from(state: TrainState, path: str, mesh) -> TrainState:
     for name in ("params", "batch_stats"):
       new[name], loaded, total = ckpt_lib.merge_matching(host[name], source[name])
       logging.info("init_from %s: %d of %d %s leaves loaded", path, loaded, total, name)
+      stored = len(jax.tree.leaves(source[name]))
+      if name == "params" and 2 * loaded < stored:  # a dense baseline fits a gated model
+        raise ConfigError(f"init_from {path!r}: only {loaded} of its {stored} parameters fit "
+                          "this model (same name and shape); is it a run of another model "
+                          "or width?")
   new = sharding_lib.replicate(new, mesh)
   opt_state = jax.jit(state.tx.init, out_shardings=sharding_lib.replicated(mesh))(new["params"])
   return state.replace(params=new["params"], batch_stats=new["batch_stats"], opt_state=opt_state)
@@ -86,6 +96,32 @@ def _flop_sample(pipeline: InputPipeline, max_batches: int = 4) -> np.ndarray:
       break
     images.append(batch["image"][batch["mask"] > 0])
   return np.concatenate(images)
+
+
+def _nonfinite_message(good: int, step: int, checkpointer, pipeline, num_classes: int) -> str:
+  """Names the last step known finite, the checkpoint kept, and the cause: the
+  batches of the failing steps are produced again and checked, so bad data is
+  told apart from a diverging optimisation."""
+  latest = checkpointer.latest_step()
+  kept = (f"the last checkpoint (step {latest}) is kept in {checkpointer.directory}"
+          if latest is not None else "no checkpoint was saved yet")
+  head = (f"non-finite training loss between steps {good + 1} and {step} (finite through "
+          f"step {good}); run stopped, {kept}")
+
+  def batches():
+    spe = pipeline.steps_per_epoch
+    for epoch in range(good // spe, (step - 1) // spe + 1):
+      start = good % spe if epoch == good // spe else 0
+      for i, batch in enumerate(pipeline.train_batches(epoch, start)):
+        if epoch * spe + start + i >= step:
+          return
+        yield epoch * spe + start + i + 1, batch
+
+  problem = data_validate.find_bad_batch(batches(), num_classes)
+  if problem:
+    return f"{head}. The data is bad: {problem}; fix the dataset"
+  return (f"{head}. The input data of those steps is finite with valid labels, so training "
+          "diverged: lower optimizer.learning_rate or set optimizer.clip_norm")
 
 
 def _mean_metrics(acc: dict[str, jax.Array], n: int) -> dict[str, float]:
@@ -125,19 +161,55 @@ def train_and_evaluate(config: Any, workdir: str,
   jax.config.update("jax_threefry_partitionable", True)
   mesh = sharding_lib.create_mesh(devices)
   validate(config, device_count=mesh.devices.size, process_count=jax.process_count())
-  source = create_source(config.dataset, jax.process_index(), jax.process_count())
-  pipeline = InputPipeline(source, config.dataset, config.batch_size, config.eval_batch_size,
-                           config.seed, jax.process_count())
-  steps_per_epoch = pipeline.steps_per_epoch
-  total_steps = steps_per_epoch * config.num_epochs
-  if config.max_train_steps:
-    total_steps = min(total_steps, config.max_train_steps)
-
-  checkpointer = ckpt_lib.Checkpointer(workdir, config.checkpoint_every_steps,
-                                       config.keep_checkpoints,
+  source, pipeline = _build_input(config)
+  checkpointer = ckpt_lib.Checkpointer(workdir, config.keep_checkpoints,
                                        ckpt_lib.experiment_identity(config))
   checkpointer.check_identity()  # before any compilation
+  if config.init_from and checkpointer.latest_step() is None:
+    ckpt_lib.check_init_from(config.init_from)
   model = build_model(config)
+  state = _initial_state(config, workdir, model, source, pipeline, mesh, checkpointer)
+
+  writer = metrics_lib.MetricWriter(workdir)
+  loop = _TrainingLoop(config, pipeline, mesh, checkpointer, writer)
+  state = loop.run(state)
+
+  eval_metrics, step = loop.eval_metrics, loop.step
+  if loop.preempted:
+    logging.warning("Preemption notice at step %d: checkpoint saved, stopping", step)
+  elif loop.evaluated_at != step:
+    eval_metrics = loop.evaluate(state)
+  if config.count_flops and not loop.preempted:
+    macs = metrics_lib.mac_summary(model, jax.device_get(state.variables()),
+                                   _flop_sample(pipeline))
+    if macs is not None:
+      eval_metrics.update(macs)
+      writer.write_scalars(step, {f"eval_{k}": v for k, v in macs.items()})
+  checkpointer.close()
+  writer.close()
+  result = dict(eval_metrics, step=step)
+  if jax.process_index() == 0 and not loop.preempted:
+    _write_results(workdir, result)
+  return (result, state) if return_state else result
+
+
+def _build_input(config: Any) -> tuple[Any, InputPipeline]:
+  """The checked data source and this process's input pipeline."""
+  data_validate.check_dataset(config.dataset, config.num_classes)
+  source = create_source(config.dataset, jax.process_index(), jax.process_count())
+  try:
+    pipeline = InputPipeline(source, config.dataset, config.batch_size, config.eval_batch_size,
+                             config.seed, jax.process_count())
+  except ValueError as e:  # e.g. batch_size larger than the training split
+    raise ConfigError(" ".join(str(e).split())) from e
+  return source, pipeline
+
+
+def _initial_state(config: Any, workdir: str, model, source, pipeline: InputPipeline, mesh,
+                   checkpointer: ckpt_lib.Checkpointer) -> TrainState:
+  """A fresh state, restored from the workdir's checkpoint if there is one,
+  else initialised from `config.init_from` if set."""
+  steps_per_epoch = pipeline.steps_per_epoch
   tx = optim.create_optimizer(config, steps_per_epoch)
   state = create_train_state(model, tx, jax.random.PRNGKey(config.seed), source.image_shape, mesh)
   restored = checkpointer.restore(state.arrays())
@@ -151,81 +223,98 @@ def train_and_evaluate(config: Any, workdir: str,
                  meta["epoch"], meta["step_in_epoch"])
   elif config.init_from:
     state = _initialise_from(state, config.init_from, mesh)
+  return state
 
-  writer = metrics_lib.MetricWriter(workdir)
-  train_step, eval_step, accumulate = compile_steps(config, steps_per_epoch, mesh)
-  schedules = optim.learning_rates(config, steps_per_epoch)
-  step = int(state.step)
-  progress = metrics_lib.Progress(total_steps, step)
-  checkpointer.watch_sigterm()
-  acc, acc_steps, checked_step = None, 0, step
-  eval_metrics: dict[str, float] = {}
-  evaluated_at = None
-  logging.info("Training %s (%s) for %d steps, %d per epoch, on %d device(s)", config.model,
-               config.dynamic.method, total_steps, steps_per_epoch, mesh.devices.size)
 
-  def data_position(s):
-    return {"epoch": s // steps_per_epoch, "step_in_epoch": s % steps_per_epoch,
-            "steps_per_epoch": steps_per_epoch, "seed": config.seed}
+class _TrainingLoop:
+  """The step loop: train, log, evaluate and checkpoint on schedule.
 
-  def check_finite():
-    nonlocal checked_step
-    if acc is not None and float(jax.device_get(acc["nonfinite"])) > 0:
-      checkpointer.close()
-      writer.close()
-      raise NonFiniteLossError(
-          f"non-finite training loss between steps {checked_step + 1} and {step}; run stopped. "
-          f"The last good checkpoint (step {checkpointer.latest_step()}) is kept in "
-          f"{checkpointer.directory}; lower optimizer.learning_rate or set optimizer.clip_norm")
-    checked_step = step
+  After `run`, `step` is the last step taken, `eval_metrics` the latest
+  evaluation (taken at step `evaluated_at`, or None), and `preempted` tells
+  whether a preemption notice stopped the run early.
+  """
 
-  preempted = False
-  while step < total_steps and not preempted:
-    epoch, start = divmod(step, steps_per_epoch)
-    for local in pipeline.train_batches(epoch, start):
-      state, step_metrics = train_step(state, sharding_lib.global_batch(local, mesh))
-      acc = step_metrics if acc is None else accumulate(acc, step_metrics)
-      acc_steps += 1
-      step += 1
-      preempted = checkpointer.reached_preemption(step)
-      save_now = step % config.checkpoint_every_steps == 0 or preempted or step == total_steps
-      if step % config.log_every_steps == 0 or step == total_steps or save_now:
-        check_finite()
-      if step % config.log_every_steps == 0 or step == total_steps:
-        scalars = _mean_metrics(acc, acc_steps)
-        scalars.update(progress.report(step))
-        scalars.update({k: float(f(step - 1)) for k, f in schedules.items()})
-        writer.write_scalars(step, {f"train_{k}" if not k.endswith(("_sec", "_seconds")) else k: v
-                                    for k, v in scalars.items()})
-        logging.info("step %d/%d: loss %.4f, %.2f steps/s, ETA %s", step, total_steps,
-                     scalars["loss"], scalars["steps_per_sec"],
-                     metrics_lib.format_eta(scalars["eta_seconds"]))
-        acc, acc_steps = None, 0
-      epoch_done = step % steps_per_epoch == 0
-      if (epoch_done and (step // steps_per_epoch) % config.eval_every_epochs == 0) or \
-          step == total_steps:
-        eval_metrics = _evaluate(state, pipeline, eval_step, accumulate, mesh)
-        evaluated_at = step
-        writer.write_scalars(step, {f"eval_{k}": v for k, v in eval_metrics.items()})
-        logging.info("step %d: eval top-1 %.4f", step, eval_metrics["top1"])
-      if save_now:
-        checkpointer.save(step, state.arrays(), data_position(step), force=True)
-      if preempted or step >= total_steps:
-        break
+  def __init__(self, config: Any, pipeline: InputPipeline, mesh, checkpointer, writer):
+    self.config = config
+    self.pipeline = pipeline
+    self.mesh = mesh
+    self.checkpointer = checkpointer
+    self.writer = writer
+    self.steps_per_epoch = pipeline.steps_per_epoch
+    self.total_steps = self.steps_per_epoch * config.num_epochs
+    if config.max_train_steps:
+      self.total_steps = min(self.total_steps, config.max_train_steps)
+    self.train_step, self.eval_step, self.accumulate = compile_steps(
+        config, self.steps_per_epoch, mesh)
+    self.schedules = optim.learning_rates(config, self.steps_per_epoch)
+    self.step = 0
+    self.preempted = False
+    self.eval_metrics: dict[str, float] = {}
+    self.evaluated_at = None
+    self._acc, self._acc_steps, self._checked_step = None, 0, 0
 
-  if preempted:
-    logging.warning("Preemption notice at step %d: checkpoint saved, stopping", step)
-  elif evaluated_at != step:
-    eval_metrics = _evaluate(state, pipeline, eval_step, accumulate, mesh)
-  if config.count_flops and not preempted:
-    macs = metrics_lib.mac_summary(model, jax.device_get(state.variables()),
-                                   _flop_sample(pipeline))
-    if macs is not None:
-      eval_metrics.update(macs)
-      writer.write_scalars(step, {f"eval_{k}": v for k, v in macs.items()})
-  checkpointer.close()
-  writer.close()
-  result = dict(eval_metrics, step=step)
-  if jax.process_index() == 0 and not preempted:
-    _write_results(workdir, result)
-  return (result, state) if return_state else result
+  def evaluate(self, state) -> dict[str, float]:
+    return _evaluate(state, self.pipeline, self.eval_step, self.accumulate, self.mesh)
+
+  def run(self, state: TrainState) -> TrainState:
+    config, spe = self.config, self.steps_per_epoch
+    self.step = self._checked_step = int(state.step)
+    progress = metrics_lib.Progress(self.total_steps, self.step)
+    self.checkpointer.watch_sigterm()
+    logging.info("Training %s (%s) for %d steps, %d per epoch, on %d device(s)", config.model,
+                 config.dynamic.method, self.total_steps, spe, self.mesh.devices.size)
+    while self.step < self.total_steps and not self.preempted:
+      epoch, start = divmod(self.step, spe)
+      for local in self.pipeline.train_batches(epoch, start):
+        state, step_metrics = self.train_step(state, sharding_lib.global_batch(local, self.mesh))
+        self._acc = step_metrics if self._acc is None else self.accumulate(self._acc, step_metrics)
+        self._acc_steps += 1
+        self.step += 1
+        step = self.step
+        self.preempted = self.checkpointer.reached_preemption(step)
+        last = step == self.total_steps
+        log_now = step % config.log_every_steps == 0 or last
+        save_now = step % config.checkpoint_every_steps == 0 or self.preempted or last
+        if log_now or save_now:
+          self._check_finite()
+        if log_now:
+          self._log_train(progress)
+        if (step % spe == 0 and (step // spe) % config.eval_every_epochs == 0) or last:
+          self.eval_metrics = self.evaluate(state)
+          self.evaluated_at = step
+          self.writer.write_scalars(step, {f"eval_{k}": v for k, v in self.eval_metrics.items()})
+          logging.info("step %d: eval top-1 %.4f", step, self.eval_metrics["top1"])
+        if save_now:
+          self.checkpointer.save(step, state.arrays(), self._data_position(step))
+        if self.preempted or step >= self.total_steps:
+          break
+    return state
+
+  def _data_position(self, step: int) -> dict[str, int]:
+    spe = self.steps_per_epoch
+    return {"epoch": step // spe, "step_in_epoch": step % spe,
+            "steps_per_epoch": spe, "seed": self.config.seed}
+
+  def _check_finite(self) -> None:
+    """Stops the run (before anything is saved) if a step since the last
+    check had a non-finite loss."""
+    if self._acc is not None and float(jax.device_get(self._acc["nonfinite"])) > 0:
+      self.checkpointer.close()
+      self.writer.close()
+      raise NonFiniteLossError(_nonfinite_message(self._checked_step, self.step,
+                                                  self.checkpointer, self.pipeline,
+                                                  self.config.num_classes))
+    self._checked_step = self.step
+
+  def _log_train(self, progress) -> None:
+    """Writes the mean training metrics since the last log, then resets them."""
+    step = self.step
+    scalars = _mean_metrics(self._acc, self._acc_steps)
+    scalars.update(progress.report(step))
+    scalars.update({k: float(f(step - 1)) for k, f in self.schedules.items()})
+    self.writer.write_scalars(step, {f"train_{k}" if not k.endswith(("_sec", "_seconds")) else k: v
+                                     for k, v in scalars.items()})
+    logging.info("step %d/%d: loss %.4f, %.2f steps/s, ETA %s", step, self.total_steps,
+                 scalars["loss"], scalars["steps_per_sec"],
+                 metrics_lib.format_eta(scalars["eta_seconds"]))
+    self._acc, self._acc_steps = None, 0
