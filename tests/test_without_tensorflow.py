@@ -12,6 +12,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 HIDE_TENSORFLOW = textwrap.dedent("""
@@ -47,6 +49,7 @@ def test_tensorflow_is_hidden(tmp_path):
   assert "No module named 'tensorflow'" in out.stderr
 
 
+@pytest.mark.slow
 def test_in_memory_pipeline_and_imports_need_no_tensorflow(tmp_path):
   code = textwrap.dedent("""
       import numpy as np
@@ -72,6 +75,7 @@ def test_in_memory_pipeline_and_imports_need_no_tensorflow(tmp_path):
   assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-3000:]
 
 
+@pytest.mark.slow
 def test_quickstart_main_runs_without_tensorflow(tmp_path):
   workdir = tmp_path / "run"
   out = _run_without_tensorflow(tmp_path, [
