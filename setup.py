@@ -7,9 +7,6 @@ INSTALL_REQUIRES = [
     "flax>=0.10",
     "optax>=0.2.3",
     "orbax-checkpoint>=0.6",
-    "tensorflow-cpu>=2.15; platform_machine=='x86_64'",
-    "tensorflow>=2.15; platform_machine!='x86_64'",
-    "tensorflow-datasets>=4.9",
     "ml-collections>=0.1.1",
     "clu>=0.0.10",
     "absl-py",
@@ -19,8 +16,18 @@ INSTALL_REQUIRES = [
     "tensorboard",
 ]
 
+# TensorFlow only for the tensorflow-datasets sources (cifar10, imagenet2012);
+# in-memory datasets (digits, npz) run on NumPy alone.
+TFDS_REQUIRE = [
+    "tensorflow-cpu>=2.15; platform_machine=='x86_64'",
+    "tensorflow>=2.15; platform_machine!='x86_64'",
+    "tensorflow-datasets>=4.9",
+]
+
 EXTRAS_REQUIRE = {
-    "test": ["pytest>=7", "chex>=0.1.86", "hypothesis>=6"],
+    "tfds": TFDS_REQUIRE,
+    # The tests cover the tfds path too.
+    "test": ["pytest>=7", "chex>=0.1.86", "hypothesis>=6"] + TFDS_REQUIRE,
     # Only the torchvision weight converter imports torch.
     "torch": ["torch>=2.0"],
 }

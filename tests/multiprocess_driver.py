@@ -38,7 +38,7 @@ def tiny_config(steps: int):
 def fingerprints(source) -> np.ndarray:
   """A hash per training example of a data source's share, `[num_train]`."""
   out = []
-  for example in source.load("train").as_numpy_iterator():
+  for example in source.examples("train"):
     image = np.round(np.asarray(example["image"], np.float32), 4)
     digest = hashlib.sha1(image.tobytes() + bytes([int(example["label"])])).digest()
     out.append(int.from_bytes(digest[:8], "little", signed=True))

@@ -6,8 +6,8 @@ import pytest
 
 from configs import default
 from dynjax.data import (DatasetNotPreparedError, InputPipeline, array_source, augment,
-                         create_source, digits_arrays, epoch_seed, npz_arrays, pad_batch,
-                         tfds_source)
+                         create_source, digits_arrays, epoch_seed, host_augment, npz_arrays,
+                         pad_batch, tfds_source)
 from dynjax.data.tf_setup import tensorflow
 
 
@@ -63,8 +63,7 @@ def test_process_shares():
   shares = [array_source("npz", train, test, i, 2) for i in range(2)]
   assert [s.num_train for s in shares] == [5, 5]
   assert sum(s.num_eval for s in shares) == 5 and shares[0].eval_total == 5
-  labels = [np.array([e["label"] for e in s.load("test").as_numpy_iterator()])
-            for s in shares]
+  labels = [np.array([e["label"] for e in s.examples("test")]) for s in shares]
   np.testing.assert_array_equal(np.concatenate(labels), np.arange(5))
   config = default.get_config()
   pipelines = [InputPipeline(s, config.dataset, 4, 4, 0, process_count=2) for s in shares]
@@ -168,3 +167,94 @@ def test_imagenet_crops_from_jpeg_bytes():
   reference = tf.image.resize(decoded[3:38, 13:48], [16, 16]).numpy()
   difference = np.abs(evaluated.numpy() - reference)
   assert np.mean(difference) < 1.0 and np.mean(difference < 1e-3) > 0.9
+
+
+# -- in-memory (NumPy) pipeline ---------------------------------------------
+
+def _ramp_source(n=12, h=6, w=6):
+  """Images whose pixels encode (example, row, column): a crop's offsets and
+  the example it came from can be read back from any output pixel."""
+  ex, ys, xs = np.meshgrid(np.arange(n), np.arange(h), np.arange(w), indexing="ij")
+  images = (1000 * (ex + 1) + 10 * ys + xs).astype(np.float32)[..., None]
+  source = array_source("npz", (images, np.arange(n)), (images[:5], np.arange(5)))
+  # Undo the standardisation so the pixel codes are exact.
+  source.arrays["train"] = (images, np.arange(n, dtype=np.int32))
+  return source, images
+
+
+def test_random_ints_are_stateless_uniform_and_independent_per_stream():
+  positions = np.arange(20_000)
+  a = host_augment.random_ints(5, positions, host_augment.CROP_Y, 9)
+  np.testing.assert_array_equal(a, host_augment.random_ints(5, positions, host_augment.CROP_Y, 9))
+  # Position 17 alone gives the same value as inside the batch.
+  assert host_augment.random_ints(5, np.array([17]), host_augment.CROP_Y, 9)[0] == a[17]
+  assert a.min() == 0 and a.max() == 8
+  counts = np.bincount(a, minlength=9)
+  assert np.all(np.abs(counts - 20_000 / 9) < 5 * np.sqrt(20_000 / 9))  # 5 sigma
+  b = host_augment.random_ints(5, positions, host_augment.CROP_X, 9)
+  other_seed = host_augment.random_ints(6, positions, host_augment.CROP_Y, 9)
+  assert np.mean(a == b) < 0.2 and np.mean(a == other_seed) < 0.2  # 1/9 by chance
+
+
+def test_numpy_pad_crop_flip_is_a_shifted_window_of_the_padded_image():
+  _, images = _ramp_source()
+  positions = np.arange(40, 52)
+  out = host_augment.pad_crop_flip(images, 7, positions, padding=2, flip=True)
+  again = host_augment.pad_crop_flip(images, 7, positions, padding=2, flip=True)
+  np.testing.assert_array_equal(out, again)
+  offsets, flips = set(), set()
+  for i in range(len(images)):
+    padded = np.pad(images[i, ..., 0], 2)
+    windows = {(dy, dx, f): (padded[dy:dy + 6, dx:dx + 6][:, ::-1] if f
+                             else padded[dy:dy + 6, dx:dx + 6])
+               for dy in range(5) for dx in range(5) for f in (False, True)}
+    match = [k for k, v in windows.items() if np.array_equal(out[i, ..., 0], v)]
+    assert match, f"example {i} is not a (mirrored) window of its padded image"
+    offsets.add(match[0][:2])
+    flips.add(match[0][2])
+  assert len(offsets) > 3 and flips == {False, True}
+  # No padding, no flip: the identity.
+  assert host_augment.pad_crop_flip(images, 7, positions, 0, False) is images
+
+
+def test_numpy_cutout_zeroes_one_clipped_square():
+  images = np.ones((64, 10, 10, 2), np.float32)
+  out = host_augment.cutout(images, 3, np.arange(64), 4)
+  clipped = 0
+  for image in out:
+    zeros = image[..., 0] == 0
+    rows, cols = np.where(zeros)
+    assert 0 < zeros.sum() <= 16 and (image[..., 1] == 0).sum() == zeros.sum()
+    assert zeros.sum() == (np.ptp(rows) + 1) * (np.ptp(cols) + 1)
+    clipped += zeros.sum() < 16
+  assert clipped > 0  # centres near a border clip the square
+
+
+def test_numpy_batches_resume_and_do_not_depend_on_threads():
+  source, images = _ramp_source()
+  config = default.get_config()
+  config.dataset.crop_padding = 1
+  config.dataset.flip = True
+  config.dataset.cutout = 2
+  one = InputPipeline(source, config.dataset, 3, 4, seed=11, num_threads=1)
+  many = InputPipeline(source, config.dataset, 3, 4, seed=11, num_threads=3)
+  first = list(one.train_batches(2))
+  assert len(first) == 4
+  for a, b in zip(first, many.train_batches(2)):
+    np.testing.assert_array_equal(a["image"], b["image"])
+  for a, b in zip(first[1:], many.train_batches(2, start_step=1)):
+    np.testing.assert_array_equal(a["image"], b["image"])
+    np.testing.assert_array_equal(a["label"], b["label"])
+  # Batch k holds the examples order[3k:3k+3], each augmented by its position.
+  order = one.epoch_order(2)
+  labels = np.concatenate([b["label"] for b in first])
+  np.testing.assert_array_equal(labels, order)
+  seed = epoch_seed(11, 2)
+  expected = host_augment.pad_crop_flip(images[order[3:6]], seed, np.arange(3, 6), 1, True)
+  expected = host_augment.cutout(expected, seed, np.arange(3, 6), 2)
+  np.testing.assert_array_equal(first[1]["image"], expected)
+  # Abandoning an epoch early stops its worker threads cleanly.
+  batches = many.train_batches(3)
+  next(batches)
+  batches.close()
+

@@ -1,4 +1,5 @@
-"""Input data: sources (digits, npz, tfds) and reproducible tf.data pipelines."""
+"""Input data: sources (digits, npz, tfds) and reproducible input pipelines
+(NumPy for in-memory sources, tf.data for tfds)."""
 
 from dynjax.data.pipeline import InputPipeline, epoch_seed, pad_batch
 from dynjax.data.sources import (DatasetNotPreparedError, Source, array_source,

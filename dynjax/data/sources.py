@@ -1,17 +1,19 @@
 """Where examples come from: the offline `digits` set, users' `npz` arrays and
 tensorflow-datasets (`cifar10`, `imagenet2012`).
 
-A source yields *host-local, unaugmented* examples as a `tf.data.Dataset` of
-`{"image", "label"}` for one split; `pipeline.py` shuffles, augments and
-batches them. In-memory sources (digits, npz) split the arrays over processes
-by contiguous shards; tfds sources use `tfds.split_for_jax_process`.
+A source holds the *host-local, unaugmented* examples of each split;
+`pipeline.py` shuffles, augments and batches them. In-memory sources (digits,
+npz) are NumPy arrays split over processes by contiguous shards and need no
+TensorFlow. tfds sources are `tf.data.Dataset`s of `{"image", "label"}` split
+with `tfds.split_for_jax_process`; only they import TensorFlow (the `tfds`
+extra: `pip install -e ".[tfds]"`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -36,11 +38,13 @@ class Source:
     image_shape: `(H, W, C)` of the model input after preprocessing.
     kind: `array` (already-decoded float images) or `tfds_cifar` /
       `tfds_imagenet` (uint8 / encoded images needing their preprocessing).
-    load: `load(split, shuffle_seed) -> tf.data.Dataset` of host-local
-      examples; `shuffle_seed` orders the files of file-based sources (None =
-      the natural order).
+    load: tfds sources: `load(split, shuffle_seed) -> tf.data.Dataset` of
+      host-local examples; `shuffle_seed` orders the files (None = the
+      natural order). None for array sources.
     mean, std: per-channel normalisation of uint8 images (0..1 scale).
     eval_total: evaluation examples summed over all processes.
+    arrays: array sources: `{"train" | "test": (images float32 [N, H, W, C],
+      labels int32 [N])}`, this process's share.
   """
 
   name: str
@@ -48,10 +52,21 @@ class Source:
   num_eval: int
   image_shape: tuple[int, int, int]
   kind: str
-  load: Callable
+  load: Callable | None
   mean: tuple[float, ...] | None = None
   std: tuple[float, ...] | None = None
   eval_total: int | None = None  # evaluation examples over all processes
+  arrays: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+
+  def examples(self, split: str) -> Iterator[dict[str, np.ndarray]]:
+    """This process's unaugmented examples of `split` ("train" / "test"), one
+    `{"image", "label"}` dict each, in the natural order."""
+    if self.arrays is not None:
+      images, labels = self.arrays["train" if split == "train" else "test"]
+      for image, label in zip(images, labels):
+        yield {"image": image, "label": label}
+    else:
+      yield from self.load(split).as_numpy_iterator()
 
 
 def _process_shard(n: int, process_index: int, process_count: int,
@@ -92,17 +107,11 @@ def array_source(name: str, train: tuple[np.ndarray, np.ndarray],
     raise ValueError(f"dataset {name!r}: images and labels differ in length")
   train_share = _process_shard(len(x_train), process_index, process_count, True)
   test_share = _process_shard(len(x_test), process_index, process_count, False)
-  shards = {"train": (x_train[train_share], y_train[train_share]),
-            "test": (x_test[test_share], y_test[test_share])}
-
-  def load(split, shuffle_seed=None):
-    del shuffle_seed  # in-memory: the pipeline shuffles the whole split
-    tf = tf_setup.tensorflow()
-    images, labels = shards["train" if split == "train" else "test"]
-    return tf.data.Dataset.from_tensor_slices({"image": images, "label": labels})
-
+  shards = {"train": (np.ascontiguousarray(x_train[train_share]), y_train[train_share]),
+            "test": (np.ascontiguousarray(x_test[test_share]), y_test[test_share])}
   return Source(name, len(shards["train"][0]), len(shards["test"][0]),
-                tuple(x_train.shape[1:]), "array", load, eval_total=len(x_test))
+                tuple(x_train.shape[1:]), "array", None, eval_total=len(x_test),
+                arrays=shards)
 
 
 def digits_arrays() -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:

@@ -1,4 +1,6 @@
-"""TensorFlow for input pipelines only: imported lazily and kept off accelerators."""
+"""TensorFlow for the tfds input pipelines only: imported lazily and kept off
+accelerators. In-memory sources (digits, npz) never import it; TensorFlow and
+tensorflow-datasets come with the `tfds` extra (`pip install -e ".[tfds]"`)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,12 @@ def tensorflow():
   """
   global _TF
   if _TF is None:
-    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    try:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    except ImportError as e:
+      raise ImportError(
+          f"tensorflow-datasets sources (cifar10, imagenet2012) need TensorFlow ({e}); "
+          "install the tfds extra: pip install -e \".[tfds]\"") from e
     for kind in ("GPU", "TPU"):
       try:
         tf.config.set_visible_devices([], kind)

@@ -31,6 +31,8 @@ class MetricWriter:
       os.makedirs(workdir, exist_ok=True)
       self._file = open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8")
       try:
+        from dynjax.data import tf_setup  # pylint: disable=g-import-not-at-top
+        tf_setup.tensorflow()  # clu's writer imports TensorFlow: keep it off accelerators
         from clu import metric_writers  # pylint: disable=g-import-not-at-top
         self._clu = metric_writers.create_default_writer(workdir, asynchronous=False)
       except ImportError:  # clu's TensorBoard writer needs the tensorboard package
