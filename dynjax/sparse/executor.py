@@ -45,7 +45,7 @@ import flax.linen as nn
 
 from dynjax.layers.condconv import condconv_im2col, conv_nhwc
 from dynjax.layers.dynamic_conv import DynamicConv
-from dynjax.layers.masks import num_winners
+from dynjax.layers.gating import Mask, Pool, Winners
 from dynjax.layers.policy import Policy
 from dynjax.sparse.active_conv import (active_conv, active_indices, bucket_sizes,
                                        gather_channels, scatter_channels)
@@ -169,24 +169,53 @@ def _take(v: jax.Array, idx: jax.Array) -> jax.Array:
   return taken[:, None, None, :]
 
 
+class CompactPool(Pool):
+  """A gate head's view of a layer input that may be compact (`gating.Pool`).
+
+  When the input is the previous gated layer's compact output, pooling reads
+  only its k active channels and `linear` only the matching kernel rows.
+  """
+
+  def __init__(self, x: jax.Array, active: ActiveSet | None):
+    super().__init__(x)
+    self.active = active if active is not None and active.compact is not None else None
+
+  def mean(self, absolute: bool = False):
+    if self.active is not None:
+      return (_spatial_mean(self.active.compact, absolute and not self.active.nonnegative),
+              self.active.idx)
+    return _spatial_mean(self.x, absolute), None
+
+  def max(self):
+    reduce = lambda t: jnp.max(t, axis=(1, 2))
+    return _pooled(self.x, self.active, reduce)
+
+  def full(self, values, idx):
+    return _full(values, idx, self.channels)
+
+  def linear(self, values, idx, kernel, bias):
+    return _linear(values, idx, kernel, bias)
+
+
 def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array | None,
                         tracker: _Tracker, fractions: Sequence[float],
-                        dense_above: float | None = None) -> jax.Array:
+                        dense_above: float | None = None) -> jax.Array | None:
   """Eval-mode `DynamicConv` output computing only active channels.
 
   Args:
-    module: a bound, gated `DynamicConv` with `feature_group_count == 1`.
+    module: a bound, gated `DynamicConv`.
     x: its input `[N, H, W, C_in]`.
     residual: optional residual of the output shape.
     tracker: active sets of earlier gated outputs (updated with this one).
-    fractions: FTWT bucket fractions.
-    dense_above: FBS layers keeping more than this fraction of their output
-      channels run their full convolution and mask it (None: `DENSE_ABOVE`
-      by batch size and CondConv).
+    fractions: bucket fractions for `Mask` decisions.
+    dense_above: layers with a `Winners` decision keeping more than this
+      fraction of their output channels run their full convolution and mask
+      it (None: `DENSE_ABOVE` by batch size and CondConv).
 
   Returns:
     The dense output `[N, H', W', C]`, equal to `module(x, train=False,
-    residual=residual)` up to float rounding.
+    residual=residual)` up to float rounding; None when the layer's gate
+    gives no sparse decision for it (the caller runs the layer as it is).
   """
   policy = Policy.create(module.policy)
   params = module.variables["params"]
@@ -197,6 +226,12 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
   dtype = x.dtype if module.dtype is None else module.dtype
   active_in = tracker.find(x)
   x = x.astype(dtype)
+
+  # The gate decides from the pooled input (its head's maths, shared with the layer).
+  decision = policy.gate.sparse_decision(module, policy, params, CompactPool(x, active_in),
+                                         act, dtype)
+  if decision is None:
+    return None
 
   conv = params["conv"]
   if policy.experts > 0:
@@ -210,39 +245,12 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
     weights, alpha = conv["kernel"], None
     conv_bias = conv.get("bias")
 
-  if policy.method == "fbs":
-    fc = params["predictor"]["fc"]
-    absolute = not (active_in is not None and active_in.nonnegative)
-    pooled, pooled_idx = _pooled(x, active_in,
-                                 functools.partial(_spatial_mean, absolute=absolute))
-    predictor_act = nn.relu if policy.fbs_predictor_act == "relu" else act
-    saliency = predictor_act(_linear(pooled.astype(dtype), pooled_idx,
-                                     fc["kernel"].astype(dtype), fc["bias"].astype(dtype)))
-    out_sizes = (num_winners(policy.density, features),)
-    out_select = 0
-    # The winners in top_k order (not sorted by channel): their saliencies
-    # come with them, and no layer needs the indices ascending.
-    k_top = out_sizes[0] + (policy.fbs_ties == "strict" and out_sizes[0] < features)
-    winner_g, winner_idx = jax.lax.top_k(saliency, k_top)
-    if k_top > out_sizes[0]:
-      # Strict tie rule: only winners above the (k+1)-th saliency count; the
-      # others get g = 0 here, hence scale = shift = 0 and output act(0).
-      threshold = winner_g[:, -1:]
-      winner_g, winner_idx = winner_g[:, :-1], winner_idx[:, :-1]
-      winner_on = winner_g > threshold
-      winner_g = jnp.where(winner_on, winner_g, 0)
-    else:
-      winner_on = None
-    winner_idx = winner_idx.astype(jnp.int32)
+  if isinstance(decision, Winners):
+    winner_g, winner_idx, winner_on = decision.g, decision.idx, decision.on
+    out_sizes, out_select = (winner_idx.shape[-1],), 0
     out_indices = lambda k: (winner_idx, None)
-  else:
-    fc = params["gate"]["fc"]
-    reduce = _spatial_mean if policy.gate_pool == "avg" else (lambda t: jnp.max(t, axis=(1, 2)))
-    e, e_idx = _pooled(x, active_in, reduce)
-    e = e.astype(jnp.float32)
-    if policy.gate_softmax:  # over all C_in channels, the inactive ones included
-      e, e_idx = jax.nn.softmax(_full(e, e_idx, c_in), axis=-1), None
-    mask = (_linear(e, e_idx, fc["kernel"], fc["bias"]) > 0).astype(dtype)
+  elif isinstance(decision, Mask):
+    mask = decision.mask
     out_sizes = bucket_sizes(features, fractions)
     out_select = jnp.searchsorted(jnp.asarray(out_sizes, jnp.float32),
                                   jnp.max(jnp.sum(mask, -1)), side="left")
@@ -250,6 +258,9 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
     def out_indices(k):
       idx = active_indices(mask, k)
       return idx, jnp.take_along_axis(mask, idx, axis=-1)[:, None, None, :]
+  else:
+    raise TypeError(f"gate {policy.method!r} returned {type(decision).__name__} from "
+                    "sparse_decision; expected gating.Winners, gating.Mask or None")
 
   in_sizes, in_select, gather_input = _input_options(x, active_in, c_in, fractions)
   strides = _pair(module.strides)
@@ -259,36 +270,39 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
     dense_above = DENSE_ABOVE["condconv" if policy.experts else
                               "batch1" if x.shape[0] == 1 else "batched"]
 
-  def branch(k_in: int, k_out: int):
+  def winners_branch(k_in: int, k_out: int):
+    xc, in_idx = gather_input(k_in)
+    out_idx, _ = out_indices(k_out)
+    # g * BN_noaffine(z + b) + beta = z * (g*s) + (beta + (b - mean) * g*s),
+    # s = rsqrt(var + eps): one multiply-add on the conv output. (Folding
+    # g*s into the gathered kernel slice instead measured slower at batch
+    # 1: the slice has more elements than the output on most layers.)
+    table = jnp.stack([stats["var"], stats["mean"], params[decision.shift]], axis=-1)[out_idx]
+    scale = winner_g.astype(jnp.float32) * jax.lax.rsqrt(table[..., 0] + eps)
+    centre = -table[..., 1] if conv_bias is None else _take(conv_bias, out_idx)[:, 0, 0] - table[..., 1]
+    beta = table[..., 2] if winner_on is None else jnp.where(winner_on, table[..., 2], 0)
+    shift = (beta + centre * scale).astype(dtype)
+    if k_out / features > dense_above:
+      # Full convolution, then the folded affine with zeros for the losers:
+      # stays dense (gathering or scattering activations costs more here).
+      full = (conv_nhwc(x, weights.astype(x.dtype), strides, module.padding, 1)
+              if alpha is None else
+              condconv_im2col(x, weights, alpha, strides, module.padding, 1))
+      spread = lambda v: scatter_channels(v.astype(dtype), out_idx, features,
+                                          sorted_indices=False)[:, None, None, :]
+      y = full.astype(dtype) * spread(scale) + spread(shift)
+      return act(y if residual is None else y + residual), None
+    z = active_conv(xc, weights, in_idx, out_idx, strides, module.padding, alpha)
+    y = z.astype(dtype) * scale.astype(dtype)[:, None, None, :] + shift[:, None, None, :]
+    if residual is not None:
+      return act(scatter_channels(y, out_idx, features, sorted_indices=False) + residual), y
+    out = act(y)
+    fill = act(jnp.zeros((), dtype))
+    return scatter_channels(out, out_idx, features, fill, sorted_indices=False), out
+
+  def mask_branch(k_in: int, k_out: int):
     xc, in_idx = gather_input(k_in)
     out_idx, valid = out_indices(k_out)
-    if policy.method == "fbs":
-      # g * BN_noaffine(z + b) + beta = z * (g*s) + (beta + (b - mean) * g*s),
-      # s = rsqrt(var + eps): one multiply-add on the conv output. (Folding
-      # g*s into the gathered kernel slice instead measured slower at batch
-      # 1: the slice has more elements than the output on most layers.)
-      table = jnp.stack([stats["var"], stats["mean"], params["beta"]], axis=-1)[out_idx]
-      scale = winner_g.astype(jnp.float32) * jax.lax.rsqrt(table[..., 0] + eps)
-      centre = -table[..., 1] if conv_bias is None else _take(conv_bias, out_idx)[:, 0, 0] - table[..., 1]
-      beta = table[..., 2] if winner_on is None else jnp.where(winner_on, table[..., 2], 0)
-      shift = (beta + centre * scale).astype(dtype)
-      if k_out / features > dense_above:
-        # Full convolution, then the folded affine with zeros for the losers:
-        # stays dense (gathering or scattering activations costs more here).
-        full = (conv_nhwc(x, weights.astype(x.dtype), strides, module.padding, 1)
-                if alpha is None else
-                condconv_im2col(x, weights, alpha, strides, module.padding, 1))
-        spread = lambda v: scatter_channels(v.astype(dtype), out_idx, features,
-                                            sorted_indices=False)[:, None, None, :]
-        y = full.astype(dtype) * spread(scale) + spread(shift)
-        return act(y if residual is None else y + residual), None
-      z = active_conv(xc, weights, in_idx, out_idx, strides, module.padding, alpha)
-      y = z.astype(dtype) * scale.astype(dtype)[:, None, None, :] + shift[:, None, None, :]
-      if residual is not None:
-        return act(scatter_channels(y, out_idx, features, sorted_indices=False) + residual), y
-      out = act(y)
-      fill = act(jnp.zeros((), dtype))
-      return scatter_channels(out, out_idx, features, fill, sorted_indices=False), out
     z = active_conv(xc, weights, in_idx, out_idx, strides, module.padding, alpha)
     if conv_bias is not None:
       z = z + _take(conv_bias, out_idx).astype(z.dtype)
@@ -298,11 +312,12 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
     y = zn * _take(bn["scale"], out_idx).astype(dtype) + _take(bn["bias"], out_idx).astype(dtype)
     if residual is None:
       return scatter_channels(act(y) * valid, out_idx, features), None
-    if policy.mask_after_residual:
+    if decision.after_residual:
       out = act(y + gather_channels(residual, out_idx)) * valid
       return scatter_channels(out, out_idx, features), None
     return act(scatter_channels(y * valid, out_idx, features) + residual), None
 
+  branch = winners_branch if isinstance(decision, Winners) else mask_branch
   combos = [(i, o) for i in in_sizes for o in out_sizes]
   if len(combos) == 1:
     dense, compact = branch(*combos[0])
@@ -310,15 +325,15 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
     select = in_select * len(out_sizes) + out_select
     dense, compact = jax.lax.switch(select, [functools.partial(branch, i, o) for i, o in combos])
 
-  if residual is None or (policy.method == "ftwt" and policy.mask_after_residual):
-    if policy.method == "fbs":
+  if isinstance(decision, Winners):
+    if residual is None:
       with jax.ensure_compile_time_eval():
         zero_fill = float(act(jnp.zeros((), jnp.float32))) == 0.0
       if zero_fill and compact is not None:  # losers are exact zeros: the next layer may skip them
         tracker.add(dense, ActiveSet(idx=winner_idx, compact=compact,
                                      nonnegative=module.activation in _NONNEGATIVE))
-    else:
-      tracker.add(dense, ActiveSet(mask=mask))
+  elif residual is None or decision.after_residual:
+    tracker.add(dense, ActiveSet(mask=mask))
   return dense
 
 
@@ -329,10 +344,11 @@ def _intercept(tracker: _Tracker, fractions, dense_above, next_fun, args, kwargs
   bound = dict(zip(("x", "train", "residual"), args))
   bound.update(kwargs)
   policy = Policy.create(module.policy)
-  if bound.get("train", False) or not policy.gated or module.feature_group_count != 1:
+  if bound.get("train", False) or not policy.gated:
     return next_fun(*args, **kwargs)
-  return sparse_dynamic_conv(module, bound["x"], bound.get("residual"), tracker, fractions,
-                             dense_above)
+  out = sparse_dynamic_conv(module, bound["x"], bound.get("residual"), tracker, fractions,
+                            dense_above)
+  return next_fun(*args, **kwargs) if out is None else out
 
 
 def sparse_apply(model: nn.Module, variables, x: jax.Array, *,

@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dynjax.layers.gates import is_gate_param
+from dynjax.layers.gating import is_gate_param
 
 BACKBONE, GATE = "backbone", "gate"
 
