@@ -122,6 +122,11 @@ class FTWT(Gate):
         raise ValueError(f"dynamic.{field} must be one of {list(allowed)}, "
                          f"got {getattr(policy, field)!r}")
 
+  def check_weights(self, weights) -> None:
+    super().check_weights(weights)
+    if not weights["ftwt_cooldown"] <= 1.0:
+      raise ValueError(f"loss.ftwt_cooldown must be in [0, 1], got {weights['ftwt_cooldown']!r}")
+
   def __call__(self, layer, policy, x, z, *, train, residual):
     y = layer.batch_norm(z, train)
     gate_in = x if policy.mode == "joint" else jax.lax.stop_gradient(x)

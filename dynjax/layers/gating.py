@@ -22,6 +22,7 @@ See docs/architecture.md#how-to-add-a-gate for a worked example.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import jax
@@ -163,6 +164,13 @@ class Gate:
 
   def check(self, policy) -> None:
     """Raises ValueError for a policy this gate cannot run (called by `Policy`)."""
+
+  def check_weights(self, weights: Mapping[str, Any]) -> None:
+    """Raises ValueError for bad `loss_keys` values; default: finite numbers >= 0."""
+    for key, value in weights.items():
+      if isinstance(value, bool) or not isinstance(value, (int, float)) \
+          or not math.isfinite(value) or value < 0:
+        raise ValueError(f"loss.{key} must be a finite number >= 0, got {value!r}")
 
   def width(self, policy, channels: int) -> int:
     """Channels the layer builds (static pruning narrows the layer)."""
@@ -336,6 +344,13 @@ class StaticGate(DenseGate):
   """`static`: a dense layer built with ceil(d*C) channels (static pruning)."""
 
   name = "static"
+
+  def check_weights(self, weights: Mapping[str, Any]) -> None:
+    """Raises ValueError for bad `loss_keys` values; default: finite numbers >= 0."""
+    for key, value in weights.items():
+      if isinstance(value, bool) or not isinstance(value, (int, float)) \
+          or not math.isfinite(value) or value < 0:
+        raise ValueError(f"loss.{key} must be a finite number >= 0, got {value!r}")
 
   def width(self, policy, channels: int) -> int:
     from dynjax.layers.masks import num_winners  # pylint: disable=import-outside-toplevel
