@@ -5,10 +5,10 @@ Usage:
   python benchmarks/train_step.py --models mcifarnet --batch 32 --input 32
   python benchmarks/train_step.py --models resnet18 --input 64 --width 0.5
 
-One jitted step = forward (train mode, mutable batch_stats and dynamic) +
-method loss (FTWT: BCE of the gate logits against the target mask; FBS:
-lasso on the saliency) + backward + optax SGD-momentum update, with the
-state donated. All policies of one model are compiled first and timed in
+One step is the library's own `dynjax.train.steps.train_step` (forward in
+train mode with mutable batch_stats and dynamic, cross-entropy + the gate's
+loss with its default weights, backward, optax SGD-momentum update, metrics),
+jitted with the state donated, exactly as the trainer runs it on one device. All policies of one model are compiled first and timed in
 interleaved rounds in the same process; each figure is also given as a
 ratio to the dense step and to the same network without gates (`x ungated`:
 FBS and FTWT against dense, FBS + CondConv against the ungated CondConv
@@ -31,6 +31,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from timing import compiled_memory_mib, interleaved_best, table  # noqa: E402
 
 from dynjax import models  # noqa: E402
+from dynjax.train import sharding, steps  # noqa: E402
+from dynjax.train.state import create_train_state  # noqa: E402
+from dynjax.train.steps import Objective  # noqa: E402
 
 POLICIES = {
     "dense": "dense",
@@ -44,56 +47,26 @@ POLICIES = {
 UNGATED = {"fbs+condconv": "condconv"}
 
 
-def method_loss(dynamic) -> jax.Array:
-  """FTWT BCE (sum over channels, mean over batch and layers) + FBS lasso."""
-  terms = []
-  for layer in jax.tree.leaves(dynamic, is_leaf=lambda d: isinstance(d, dict) and "mask" in d):
-    if not isinstance(layer, dict):
-      continue
-    if "gate_logits" in layer:
-      bce = optax.sigmoid_binary_cross_entropy(layer["gate_logits"], layer["target"])
-      terms.append(jnp.mean(jnp.sum(bce, axis=-1)))
-    if "saliency" in layer:
-      terms.append(1e-8 * jnp.mean(jnp.sum(layer["saliency"], axis=-1)))
-  return sum(terms) / max(1, len(terms)) if terms else jnp.zeros(())
-
-
-def make_step(model, tx):
-  def step(state, x, y, key):
-    params, batch_stats, opt_state = state
-
-    def loss_fn(p):
-      logits, new_state = model.apply(
-          {"params": p, "batch_stats": batch_stats}, x, train=True,
-          mutable=["batch_stats", "dynamic"], rngs={"dropout": key})
-      ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-      return ce + method_loss(new_state.get("dynamic", {})), new_state["batch_stats"]
-
-    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), new_stats, opt_state), loss
-
-  return jax.jit(step, donate_argnums=0)
-
-
 def bench_model(name, args):
   key = jax.random.PRNGKey(0)
   dtype = jnp.dtype(args.dtype)
-  x = jax.random.normal(key, (args.batch, args.input, args.input, 3), dtype)
-  y = jnp.arange(args.batch) % args.classes
+  batch = {"image": jax.random.normal(key, (args.batch, args.input, args.input, 3), jnp.float32),
+           "label": jnp.arange(args.batch, dtype=jnp.int32) % args.classes}
   tx = optax.sgd(0.01, momentum=0.9)
+  mesh = sharding.create_mesh(jax.devices()[:1])
   runs, memory = {}, {}
   for pname in args.policies:
     model = models.create(name, num_classes=args.classes, dynamic=POLICIES[pname],
                           width_multiplier=args.width, dtype=dtype)
-    variables = jax.jit(functools.partial(model.init, train=False))(key, x)
-    state = [(variables["params"], variables["batch_stats"], tx.init(variables["params"]))]
-    step = make_step(model, tx)
-    memory[pname] = compiled_memory_mib(step, state[0], x, y, key)
+    state = [create_train_state(model, tx, key, (args.input, args.input, 3), mesh)]
+    objective = Objective.create(POLICIES[pname])
+    step = jax.jit(functools.partial(steps.train_step, objective=objective, steps_per_epoch=100),
+                   donate_argnums=0)
+    memory[pname] = compiled_memory_mib(step, state[0], batch)
 
     def call(step=step, state=state):
-      state[0], loss = step(state[0], x, y, key)
-      return loss
+      state[0], metrics = step(state[0], batch)
+      return metrics["loss"]
 
     runs[pname] = call
   times = interleaved_best(runs, repeats=args.repeats, rounds=args.rounds)
