@@ -6,15 +6,21 @@ replaced, through `flax.linen.intercept_methods`, by a computation over its
 active channels only. Any model written in `DynamicConv` blocks works
 unchanged: M-CifarNet, VGG, the ResNets.
 
-Per gated layer (groups == 1):
+Per gated layer:
 
-- The decision comes first: the FBS saliency `g` or the FTWT gate logits are
-  computed from the pooled layer input, exactly as in `DynamicConv`.
-- FBS keeps k = ceil(d*C) winners per sample (a static size). FTWT keeps the
-  channels with logit > 0; their count varies, so the batch's largest count
-  is rounded up to one of a few bucket sizes (`bucket_fractions` of C) and a
-  `lax.switch` picks the branch compiled for that size. Padding slots hold
-  inactive channels and are zeroed.
+- The decision comes first: the layer's gate (`Gate.sparse_decision`)
+  computes it from the pooled layer input with the same head maths as the
+  layer (`gating.Pool`), reading only the active input channels when the
+  input is compact. The executor never looks at the method's name, only at
+  the kind of decision:
+  - `Winners` (FBS): k winners per sample (a static size), each scaled by
+    its g, BN without affine plus beta.
+  - `Mask` (FTWT, Bernoulli): a 0/1 mask whose count varies, so the batch's
+    largest count is rounded up to one of a few bucket sizes
+    (`bucket_fractions` of C) and a `lax.switch` picks the branch compiled
+    for that size. Padding slots hold inactive channels and are zeroed.
+  - None (e.g. depthwise layers, or a gate without a sparse form): the layer
+    runs as it is, masked.
 - The input side uses the previous gated layer's active set when the layer
   input is that layer's output (dropout in eval mode passes it through
   unchanged); otherwise (the image, a residual sum, a pooled map) all input
