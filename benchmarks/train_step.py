@@ -13,7 +13,10 @@ interleaved rounds in the same process; each figure is also given as a
 ratio to the dense step and to the same network without gates (`x ungated`:
 FBS and FTWT against dense, FBS + CondConv against the ungated CondConv
 network, so it is the gates' own overhead). Peak memory is XLA's compiled
-estimate (arguments + outputs + temporaries).
+estimate (arguments + outputs + temporaries). Model TFLOP/s counts 6 FLOPs
+per dense MAC of the network (forward + backward, every channel, as the
+masked layers compute them); with `--peak_tflops` also as a fraction of the
+chip's peak (MFU).
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from timing import compiled_memory_mib, interleaved_best, table  # noqa: E402
 
-from dynjax import models  # noqa: E402
+from dynjax import flops, models  # noqa: E402
 from dynjax.train import sharding, steps  # noqa: E402
 from dynjax.train.state import create_train_state  # noqa: E402
 from dynjax.train.steps import Objective  # noqa: E402
@@ -54,7 +57,7 @@ def bench_model(name, args):
            "label": jnp.arange(args.batch, dtype=jnp.int32) % args.classes}
   tx = optax.sgd(0.01, momentum=0.9)
   mesh = sharding.create_mesh(jax.devices()[:1])
-  runs, memory = {}, {}
+  runs, memory, flops_per_image = {}, {}, {}
   for pname in args.policies:
     model = models.create(name, num_classes=args.classes, dynamic=POLICIES[pname],
                           width_multiplier=args.width, dtype=dtype)
@@ -63,6 +66,11 @@ def bench_model(name, args):
     step = jax.jit(functools.partial(steps.train_step, objective=objective, steps_per_epoch=100),
                    donate_argnums=0)
     memory[pname] = compiled_memory_mib(step, state[0], batch)
+    # Model FLOPs of one training image: 3 x the forward (forward + backward),
+    # 2 FLOPs per MAC, at full width (masked layers compute every channel).
+    forward = flops.count_dense(functools.partial(model.apply, train=False),
+                                state[0].variables(), batch["image"][:1])
+    flops_per_image[pname] = 6.0 * forward.dense_macs
 
     def call(step=step, state=state):
       state[0], metrics = step(state[0], batch)
@@ -74,12 +82,18 @@ def bench_model(name, args):
   rows = []
   for pname, t in times.items():
     ungated = times.get(UNGATED.get(pname, "dense"))
-    rows.append([pname, t * 1e3, args.batch / t, (t / base) if base else float("nan"),
-                 (t / ungated) if ungated else float("nan"), memory[pname] or float("nan")])
+    tflops = flops_per_image[pname] * args.batch / t / 1e12
+    row = [pname, t * 1e3, args.batch / t, (t / base) if base else float("nan"),
+           (t / ungated) if ungated else float("nan"), memory[pname] or float("nan"), tflops]
+    if args.peak_tflops:
+      row.append(f"{100 * tflops / args.peak_tflops:.1f}%")
+    rows.append(row)
   print(f"\n{name}: batch {args.batch}, input {args.input}x{args.input}, width x{args.width}, "
         f"{args.dtype}")
-  print(table(["policy", "step ms", "img/s", "x dense", "x ungated", "peak MiB"], rows),
-        flush=True)
+  head = ["policy", "step ms", "img/s", "x dense", "x ungated", "peak MiB", "model TFLOP/s"]
+  if args.peak_tflops:
+    head.append("MFU")
+  print(table(head, rows), flush=True)
 
 
 def main(argv=None):
@@ -93,6 +107,8 @@ def main(argv=None):
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--peak_tflops", type=float, default=0.0,
+                      help="the chip's peak (e.g. bf16 dense) for a model-FLOP-utilisation column")
   args = parser.parse_args(argv)
   print(f"backend={jax.default_backend()} devices={jax.devices()}", flush=True)
   for name in args.models:
