@@ -53,9 +53,9 @@ class BernoulliHead(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    fc = LinearParams(self.features, nn.initializers.normal(0.01),
-                      nn.initializers.constant(self.init_bias), name="fc")(x.shape[-1])
-    return bernoulli_logits(fc, Pool(x))
+    return LinearParams(self.features, nn.initializers.normal(0.01),
+                        nn.initializers.constant(self.init_bias), name="fc")(
+        x.shape[-1], lambda fc: bernoulli_logits(fc, Pool(x)))
 
 
 def relaxed_mask(logits: jax.Array, temperature: float,

@@ -57,8 +57,8 @@ class FBSSaliency(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
-    fc = LinearParams(self.features, self.kernel_init, self.bias_init, name="fc")(x.shape[-1])
-    return fbs_saliency(fc, Pool(x), self.activation, self.dtype)
+    return LinearParams(self.features, self.kernel_init, self.bias_init, name="fc")(
+        x.shape[-1], lambda fc: fbs_saliency(fc, Pool(x), self.activation, self.dtype))
 
 
 def fbs_lasso(layers, strength: float) -> jax.Array:
@@ -96,8 +96,9 @@ class FBS(Gate):
 
   def __call__(self, layer, policy, x, z, *, train, residual):
     features = z.shape[-1]
+    # In float32 whatever the compute dtype: the saliencies rank the channels.
     saliency = FBSSaliency(features, activation=predictor_activation(policy, layer.activation),
-                           dtype=layer.dtype, name="predictor")(x)
+                           dtype=jnp.float32, name="predictor")(x)
     if layer.feature_group_count == x.shape[-1] == features > 1:
       # Depthwise: output channel c sees only input channel c, so a channel
       # whose input is all zero for this example (switched off upstream)
@@ -124,7 +125,7 @@ class FBS(Gate):
     if module.feature_group_count != 1:
       return None
     saliency = fbs_saliency(params["predictor"]["fc"], pool,
-                            predictor_activation(policy, module.activation), dtype)
+                            predictor_activation(policy, module.activation), jnp.float32)
     features = saliency.shape[-1]
     k = masks.num_winners(policy.density, features)
     # The winners in top_k order (not sorted by channel): their saliencies

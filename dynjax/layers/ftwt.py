@@ -70,8 +70,8 @@ class FTWTGate(nn.Module):
     bound = 1.0 / jnp.sqrt(fan_in)
     bias_init = lambda key, shape, dtype=jnp.float32: jax.random.uniform(
         key, shape, dtype, -bound, bound)
-    fc = LinearParams(self.features, torch_default_uniform(), bias_init, name="fc")(fan_in)
-    return ftwt_logits(fc, Pool(x), self.pool, self.softmax)
+    return LinearParams(self.features, torch_default_uniform(), bias_init, name="fc")(
+        fan_in, lambda fc: ftwt_logits(fc, Pool(x), self.pool, self.softmax))
 
 
 def ftwt_mask_loss(layers) -> jax.Array:

@@ -41,11 +41,12 @@ ROUTER_SCOPES = ("router",)
 # Pooled views of a gate's input.
 
 
-def spatial_mean(x: jax.Array) -> jax.Array:
-  """`[N, H, W, C] -> [N, C]` mean over all spatial axes (identity for 2-D)."""
+def spatial_mean(x: jax.Array, dtype=None) -> jax.Array:
+  """`[N, H, W, C] -> [N, C]` mean over all spatial axes (identity for 2-D),
+  accumulated and returned in `dtype` (None: x's)."""
   if x.ndim == 2:
-    return x
-  return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+    return x if dtype is None else x.astype(dtype)
+  return jnp.mean(x, axis=tuple(range(1, x.ndim - 1)), dtype=dtype)
 
 
 def spatial_max(x: jax.Array) -> jax.Array:
@@ -62,6 +63,8 @@ class Pool:
   input (only the active channels of the previous layer), whose methods
   return `(values [N, k], idx [N, k])` with `idx` naming the k channels of
   the C_in that the columns hold (all others are zero). Here `idx` is None.
+  Pooled values are float32 whatever the compute dtype: in bf16 the means of
+  nearly equal channels would tie and decide winners arbitrarily.
   """
 
   def __init__(self, x: jax.Array):
@@ -69,10 +72,10 @@ class Pool:
     self.channels = x.shape[-1]
 
   def mean(self, absolute: bool = False) -> tuple[jax.Array, jax.Array | None]:
-    return spatial_mean(jnp.abs(self.x) if absolute else self.x), None
+    return spatial_mean(jnp.abs(self.x) if absolute else self.x, jnp.float32), None
 
   def max(self) -> tuple[jax.Array, jax.Array | None]:
-    return spatial_max(self.x), None
+    return spatial_max(self.x).astype(jnp.float32), None
 
   def full(self, values: jax.Array, idx: jax.Array | None) -> jax.Array:
     """`[N, C_in]` from pooled `values` (zeros outside `idx`)."""
@@ -87,19 +90,21 @@ class Pool:
 
 
 class LinearParams(nn.Module):
-  """A dense layer's parameters (`kernel [in, out]`, `bias [out]`), returned
-  instead of applied, so a head can apply them through a `Pool`. Created and
-  initialised exactly as `nn.Dense` creates its own."""
+  """A dense layer's parameters (`kernel [in, out]`, `bias [out]`), handed to
+  `apply` (e.g. a head's maths through a `Pool`) instead of applied to an
+  input. Created and initialised exactly as `nn.Dense` creates its own, and
+  `apply` runs in this module's scope, so its ops carry this module's path."""
 
   features: int
   kernel_init: Callable = nn.initializers.lecun_normal()
   bias_init: Callable = nn.initializers.zeros
 
   @nn.compact
-  def __call__(self, in_features: int) -> dict[str, jax.Array]:
+  def __call__(self, in_features: int, apply: Callable[[dict], Any] | None = None) -> Any:
     kernel = self.param("kernel", self.kernel_init, (in_features, self.features), jnp.float32)
     bias = self.param("bias", self.bias_init, (self.features,), jnp.float32)
-    return {"kernel": kernel, "bias": bias}
+    params = {"kernel": kernel, "bias": bias}
+    return params if apply is None else apply(params)
 
 
 # ---------------------------------------------------------------------------

@@ -187,13 +187,14 @@ class CompactPool(Pool):
     self.active = active if active is not None and active.compact is not None else None
 
   def mean(self, absolute: bool = False):
+    # Pooled in float32, as the layer's `Pool` (a no-op in float32 models).
     if self.active is not None:
-      return (_spatial_mean(self.active.compact, absolute and not self.active.nonnegative),
-              self.active.idx)
-    return _spatial_mean(self.x, absolute), None
+      return (_spatial_mean(self.active.compact.astype(jnp.float32),
+                            absolute and not self.active.nonnegative), self.active.idx)
+    return _spatial_mean(self.x.astype(jnp.float32), absolute), None
 
   def max(self):
-    reduce = lambda t: jnp.max(t, axis=(1, 2))
+    reduce = lambda t: jnp.max(t, axis=(1, 2)).astype(jnp.float32)
     return _pooled(self.x, self.active, reduce)
 
   def full(self, values, idx):
