@@ -183,7 +183,8 @@ def main(argv=None):
         + f"\n\nDevice peak memory so far: {device_peak_memory_gib()}"
         + ("" if peak else "\n\n(no bf16 peak known for this device kind: no MFU column)")))
   section("Sparse executor, M-CifarNet, float32", lambda: captured(inference.main, [
-      "--model", "mcifarnet", "--batch", "1", "8" if args.quick else "64", "--methods", "fbs", "ftwt",
+      "--model", "mcifarnet", "--batch", *(["1"] if args.quick else ["1", "64"]),
+      "--methods", *(["fbs"] if args.quick else ["fbs", "ftwt"]),
       "--densities", "0.5", "--repeats", "20" if not args.quick else "2",
       "--rounds", "2" if not args.quick else "1"]
       + (["--width", "0.25"] if args.quick else [])))

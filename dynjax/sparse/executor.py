@@ -204,6 +204,101 @@ class CompactPool(Pool):
     return _linear(values, idx, kernel, bias)
 
 
+@dataclasses.dataclass
+class _Layer:
+  """What the branches of one gated layer need (see `sparse_dynamic_conv`)."""
+
+  module: DynamicConv
+  params: Any
+  stats: Any
+  x: jax.Array
+  residual: jax.Array | None
+  weights: jax.Array    # conv kernel, or CondConv experts
+  alpha: jax.Array | None  # CondConv routing weights
+  conv_bias: jax.Array | None
+  features: int
+  act: Callable
+  dtype: Any
+  gather_input: Callable  # k_in -> (compact input, its channel indices or None)
+
+  def conv(self, k_in: int, out_idx: jax.Array) -> jax.Array:
+    xc, in_idx = self.gather_input(k_in)
+    return active_conv(xc, self.weights, in_idx, out_idx, _pair(self.module.strides),
+                       self.module.padding, self.alpha)
+
+  def full_conv(self) -> jax.Array:
+    strides, padding = _pair(self.module.strides), self.module.padding
+    if self.alpha is None:
+      return conv_nhwc(self.x, self.weights.astype(self.x.dtype), strides, padding, 1)
+    return condconv_im2col(self.x, self.weights, self.alpha, strides, padding, 1)
+
+  def scatter(self, v: jax.Array, idx: jax.Array, **kw) -> jax.Array:
+    return scatter_channels(v, idx, self.features, **kw)
+
+
+def _conv_weights(params, policy: Policy, x, active_in):
+  """`(weights, alpha, conv_bias)`: CondConv's routing from the (compact) pooled input."""
+  conv = params["conv"]
+  if policy.experts == 0:
+    return conv["kernel"], None, conv.get("bias")
+  router = conv["router"]
+  gap, gap_idx = _pooled(x, active_in, _spatial_mean)
+  alpha = jax.nn.sigmoid(_linear(gap.astype(jnp.float32), gap_idx, router["kernel"],
+                                 router["bias"]))
+  return conv["experts"], alpha, None if "bias" not in conv else alpha @ conv["bias"]
+
+
+def _winners_branch(layer: _Layer, decision: Winners, dense_above: float, k_in: int):
+  """`(dense output, compact output or None)` of a `Winners` decision."""
+  out_idx, dtype, act, eps = decision.idx, layer.dtype, layer.act, layer.module.bn_epsilon
+  stats = layer.stats
+  # g * BN_noaffine(z + b) + beta = z * (g*s) + (beta + (b - mean) * g*s),
+  # s = rsqrt(var + eps): one multiply-add on the conv output. (Folding
+  # g*s into the gathered kernel slice instead measured slower at batch
+  # 1: the slice has more elements than the output on most layers.)
+  table = jnp.stack([stats["var"], stats["mean"], layer.params[decision.shift]], axis=-1)[out_idx]
+  scale = decision.g.astype(jnp.float32) * jax.lax.rsqrt(table[..., 0] + eps)
+  centre = (-table[..., 1] if layer.conv_bias is None else
+            _take(layer.conv_bias, out_idx)[:, 0, 0] - table[..., 1])
+  beta = table[..., 2] if decision.on is None else jnp.where(decision.on, table[..., 2], 0)
+  shift = (beta + centre * scale).astype(dtype)
+  residual = layer.residual
+  if out_idx.shape[-1] / layer.features > dense_above:
+    # Full convolution, then the folded affine with zeros for the losers:
+    # stays dense (gathering or scattering activations costs more here).
+    spread = lambda v: layer.scatter(v.astype(dtype), out_idx,
+                                     sorted_indices=False)[:, None, None, :]
+    y = layer.full_conv().astype(dtype) * spread(scale) + spread(shift)
+    return act(y if residual is None else y + residual), None
+  z = layer.conv(k_in, out_idx)
+  y = z.astype(dtype) * scale.astype(dtype)[:, None, None, :] + shift[:, None, None, :]
+  if residual is not None:
+    return act(layer.scatter(y, out_idx, sorted_indices=False) + residual), y
+  out = act(y)
+  fill = act(jnp.zeros((), dtype))
+  return layer.scatter(out, out_idx, fill=fill, sorted_indices=False), out
+
+
+def _mask_branch(layer: _Layer, decision: Mask, k_in: int, k_out: int):
+  """`(dense output, None)` of a `Mask` decision, computing k_out output slots."""
+  out_idx = active_indices(decision.mask, k_out)
+  valid = jnp.take_along_axis(decision.mask, out_idx, axis=-1)[:, None, None, :]
+  stats, dtype, act, eps = layer.stats, layer.dtype, layer.act, layer.module.bn_epsilon
+  z = layer.conv(k_in, out_idx)
+  if layer.conv_bias is not None:
+    z = z + _take(layer.conv_bias, out_idx).astype(z.dtype)
+  zn = (z - _take(stats["mean"], out_idx)) * jax.lax.rsqrt(_take(stats["var"], out_idx) + eps)
+  zn = zn.astype(dtype)
+  bn = layer.params["bn"]
+  y = zn * _take(bn["scale"], out_idx).astype(dtype) + _take(bn["bias"], out_idx).astype(dtype)
+  residual = layer.residual
+  if residual is None:
+    return layer.scatter(act(y) * valid, out_idx), None
+  if decision.after_residual:
+    return layer.scatter(act(y + gather_channels(residual, out_idx)) * valid, out_idx), None
+  return act(layer.scatter(y * valid, out_idx) + residual), None
+
+
 def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array | None,
                         tracker: _Tracker, fractions: Sequence[float],
                         dense_above: float | None = None) -> jax.Array | None:
@@ -226,9 +321,6 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
   """
   policy = Policy.create(module.policy)
   params = module.variables["params"]
-  stats = module.variables["batch_stats"]["bn"]
-  features = policy.width(module.features)
-  c_in = x.shape[-1]
   act = (lambda y: y) if module.activation is None else module.activation
   dtype = x.dtype if module.dtype is None else module.dtype
   active_in = tracker.find(x)
@@ -239,92 +331,27 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
                                          act, dtype)
   if decision is None:
     return None
-
-  conv = params["conv"]
-  if policy.experts > 0:
-    weights = conv["experts"]
-    router = conv["router"]
-    gap, gap_idx = _pooled(x, active_in, _spatial_mean)
-    alpha = jax.nn.sigmoid(_linear(gap.astype(jnp.float32), gap_idx, router["kernel"],
-                                   router["bias"]))
-    conv_bias = None if "bias" not in conv else alpha @ conv["bias"]
-  else:
-    weights, alpha = conv["kernel"], None
-    conv_bias = conv.get("bias")
+  features = policy.width(module.features)
+  in_sizes, in_select, gather_input = _input_options(x, active_in, x.shape[-1], fractions)
+  layer = _Layer(module, params, module.variables["batch_stats"]["bn"], x, residual,
+                 *_conv_weights(params, policy, x, active_in), features, act, dtype,
+                 gather_input)
 
   if isinstance(decision, Winners):
-    winner_g, winner_idx, winner_on = decision.g, decision.idx, decision.on
-    out_sizes, out_select = (winner_idx.shape[-1],), 0
-    out_indices = lambda k: (winner_idx, None)
+    if dense_above is None:
+      dense_above = DENSE_ABOVE["condconv" if policy.experts else
+                                "batch1" if x.shape[0] == 1 else "batched"]
+    out_sizes, out_select = (decision.idx.shape[-1],), 0
+    branch = lambda k_in, k_out: _winners_branch(layer, decision, dense_above, k_in)
   elif isinstance(decision, Mask):
-    mask = decision.mask
     out_sizes = bucket_sizes(features, fractions)
     out_select = jnp.searchsorted(jnp.asarray(out_sizes, jnp.float32),
-                                  jnp.max(jnp.sum(mask, -1)), side="left")
-
-    def out_indices(k):
-      idx = active_indices(mask, k)
-      return idx, jnp.take_along_axis(mask, idx, axis=-1)[:, None, None, :]
+                                  jnp.max(jnp.sum(decision.mask, -1)), side="left")
+    branch = lambda k_in, k_out: _mask_branch(layer, decision, k_in, k_out)
   else:
     raise TypeError(f"gate {policy.method!r} returned {type(decision).__name__} from "
                     "sparse_decision; expected gating.Winners, gating.Mask or None")
 
-  in_sizes, in_select, gather_input = _input_options(x, active_in, c_in, fractions)
-  strides = _pair(module.strides)
-  eps = module.bn_epsilon
-
-  if dense_above is None:
-    dense_above = DENSE_ABOVE["condconv" if policy.experts else
-                              "batch1" if x.shape[0] == 1 else "batched"]
-
-  def winners_branch(k_in: int, k_out: int):
-    xc, in_idx = gather_input(k_in)
-    out_idx, _ = out_indices(k_out)
-    # g * BN_noaffine(z + b) + beta = z * (g*s) + (beta + (b - mean) * g*s),
-    # s = rsqrt(var + eps): one multiply-add on the conv output. (Folding
-    # g*s into the gathered kernel slice instead measured slower at batch
-    # 1: the slice has more elements than the output on most layers.)
-    table = jnp.stack([stats["var"], stats["mean"], params[decision.shift]], axis=-1)[out_idx]
-    scale = winner_g.astype(jnp.float32) * jax.lax.rsqrt(table[..., 0] + eps)
-    centre = -table[..., 1] if conv_bias is None else _take(conv_bias, out_idx)[:, 0, 0] - table[..., 1]
-    beta = table[..., 2] if winner_on is None else jnp.where(winner_on, table[..., 2], 0)
-    shift = (beta + centre * scale).astype(dtype)
-    if k_out / features > dense_above:
-      # Full convolution, then the folded affine with zeros for the losers:
-      # stays dense (gathering or scattering activations costs more here).
-      full = (conv_nhwc(x, weights.astype(x.dtype), strides, module.padding, 1)
-              if alpha is None else
-              condconv_im2col(x, weights, alpha, strides, module.padding, 1))
-      spread = lambda v: scatter_channels(v.astype(dtype), out_idx, features,
-                                          sorted_indices=False)[:, None, None, :]
-      y = full.astype(dtype) * spread(scale) + spread(shift)
-      return act(y if residual is None else y + residual), None
-    z = active_conv(xc, weights, in_idx, out_idx, strides, module.padding, alpha)
-    y = z.astype(dtype) * scale.astype(dtype)[:, None, None, :] + shift[:, None, None, :]
-    if residual is not None:
-      return act(scatter_channels(y, out_idx, features, sorted_indices=False) + residual), y
-    out = act(y)
-    fill = act(jnp.zeros((), dtype))
-    return scatter_channels(out, out_idx, features, fill, sorted_indices=False), out
-
-  def mask_branch(k_in: int, k_out: int):
-    xc, in_idx = gather_input(k_in)
-    out_idx, valid = out_indices(k_out)
-    z = active_conv(xc, weights, in_idx, out_idx, strides, module.padding, alpha)
-    if conv_bias is not None:
-      z = z + _take(conv_bias, out_idx).astype(z.dtype)
-    zn = (z - _take(stats["mean"], out_idx)) * jax.lax.rsqrt(_take(stats["var"], out_idx) + eps)
-    zn = zn.astype(dtype)
-    bn = params["bn"]
-    y = zn * _take(bn["scale"], out_idx).astype(dtype) + _take(bn["bias"], out_idx).astype(dtype)
-    if residual is None:
-      return scatter_channels(act(y) * valid, out_idx, features), None
-    if decision.after_residual:
-      out = act(y + gather_channels(residual, out_idx)) * valid
-      return scatter_channels(out, out_idx, features), None
-    return act(scatter_channels(y * valid, out_idx, features) + residual), None
-
-  branch = winners_branch if isinstance(decision, Winners) else mask_branch
   combos = [(i, o) for i in in_sizes for o in out_sizes]
   if len(combos) == 1:
     dense, compact = branch(*combos[0])
@@ -337,10 +364,10 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
       with jax.ensure_compile_time_eval():
         zero_fill = float(act(jnp.zeros((), jnp.float32))) == 0.0
       if zero_fill and compact is not None:  # losers are exact zeros: the next layer may skip them
-        tracker.add(dense, ActiveSet(idx=winner_idx, compact=compact,
+        tracker.add(dense, ActiveSet(idx=decision.idx, compact=compact,
                                      nonnegative=module.activation in _NONNEGATIVE))
   elif residual is None or decision.after_residual:
-    tracker.add(dense, ActiveSet(mask=mask))
+    tracker.add(dense, ActiveSet(mask=decision.mask))
   return dense
 
 
