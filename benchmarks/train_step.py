@@ -5,15 +5,18 @@ Usage:
   python benchmarks/train_step.py --models mcifarnet --batch 32 --input 32
   python benchmarks/train_step.py --models resnet18 --input 64 --width 0.5
 
-One jitted step = forward (train mode, mutable batch_stats and dynamic) +
-method loss (FTWT: BCE of the gate logits against the target mask; FBS:
-lasso on the saliency) + backward + optax SGD-momentum update, with the
-state donated. All policies of one model are compiled first and timed in
+One step is the library's own `dynjax.train.steps.train_step` (forward in
+train mode with mutable batch_stats and dynamic, cross-entropy + the gate's
+loss with its default weights, backward, optax SGD-momentum update, metrics),
+jitted with the state donated, exactly as the trainer runs it on one device. All policies of one model are compiled first and timed in
 interleaved rounds in the same process; each figure is also given as a
 ratio to the dense step and to the same network without gates (`x ungated`:
 FBS and FTWT against dense, FBS + CondConv against the ungated CondConv
 network, so it is the gates' own overhead). Peak memory is XLA's compiled
-estimate (arguments + outputs + temporaries).
+estimate (arguments + outputs + temporaries). Model TFLOP/s counts 6 FLOPs
+per dense MAC of the network (forward + backward, every channel, as the
+masked layers compute them); with `--peak_tflops` also as a fraction of the
+chip's peak (MFU).
 """
 
 from __future__ import annotations
@@ -30,7 +33,10 @@ import optax
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from timing import compiled_memory_mib, interleaved_best, table  # noqa: E402
 
-from dynjax import models  # noqa: E402
+from dynjax import flops, models  # noqa: E402
+from dynjax.train import sharding, steps  # noqa: E402
+from dynjax.train.state import create_train_state  # noqa: E402
+from dynjax.train.steps import Objective  # noqa: E402
 
 POLICIES = {
     "dense": "dense",
@@ -44,56 +50,31 @@ POLICIES = {
 UNGATED = {"fbs+condconv": "condconv"}
 
 
-def method_loss(dynamic) -> jax.Array:
-  """FTWT BCE (sum over channels, mean over batch and layers) + FBS lasso."""
-  terms = []
-  for layer in jax.tree.leaves(dynamic, is_leaf=lambda d: isinstance(d, dict) and "mask" in d):
-    if not isinstance(layer, dict):
-      continue
-    if "gate_logits" in layer:
-      bce = optax.sigmoid_binary_cross_entropy(layer["gate_logits"], layer["target"])
-      terms.append(jnp.mean(jnp.sum(bce, axis=-1)))
-    if "saliency" in layer:
-      terms.append(1e-8 * jnp.mean(jnp.sum(layer["saliency"], axis=-1)))
-  return sum(terms) / max(1, len(terms)) if terms else jnp.zeros(())
-
-
-def make_step(model, tx):
-  def step(state, x, y, key):
-    params, batch_stats, opt_state = state
-
-    def loss_fn(p):
-      logits, new_state = model.apply(
-          {"params": p, "batch_stats": batch_stats}, x, train=True,
-          mutable=["batch_stats", "dynamic"], rngs={"dropout": key})
-      ce = optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
-      return ce + method_loss(new_state.get("dynamic", {})), new_state["batch_stats"]
-
-    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return (optax.apply_updates(params, updates), new_stats, opt_state), loss
-
-  return jax.jit(step, donate_argnums=0)
-
-
 def bench_model(name, args):
   key = jax.random.PRNGKey(0)
   dtype = jnp.dtype(args.dtype)
-  x = jax.random.normal(key, (args.batch, args.input, args.input, 3), dtype)
-  y = jnp.arange(args.batch) % args.classes
+  batch = {"image": jax.random.normal(key, (args.batch, args.input, args.input, 3), jnp.float32),
+           "label": jnp.arange(args.batch, dtype=jnp.int32) % args.classes}
   tx = optax.sgd(0.01, momentum=0.9)
-  runs, memory = {}, {}
+  mesh = sharding.create_mesh(jax.devices()[:1])
+  runs, memory, flops_per_image = {}, {}, {}
   for pname in args.policies:
     model = models.create(name, num_classes=args.classes, dynamic=POLICIES[pname],
                           width_multiplier=args.width, dtype=dtype)
-    variables = jax.jit(functools.partial(model.init, train=False))(key, x)
-    state = [(variables["params"], variables["batch_stats"], tx.init(variables["params"]))]
-    step = make_step(model, tx)
-    memory[pname] = compiled_memory_mib(step, state[0], x, y, key)
+    state = [create_train_state(model, tx, key, (args.input, args.input, 3), mesh)]
+    objective = Objective.create(POLICIES[pname])
+    step = jax.jit(functools.partial(steps.train_step, objective=objective, steps_per_epoch=100),
+                   donate_argnums=0)
+    memory[pname] = compiled_memory_mib(step, state[0], batch)
+    # Model FLOPs of one training image: 3 x the forward (forward + backward),
+    # 2 FLOPs per MAC, at full width (masked layers compute every channel).
+    forward = flops.count_dense(functools.partial(model.apply, train=False),
+                                state[0].variables(), batch["image"][:1])
+    flops_per_image[pname] = 6.0 * forward.dense_macs
 
     def call(step=step, state=state):
-      state[0], loss = step(state[0], x, y, key)
-      return loss
+      state[0], metrics = step(state[0], batch)
+      return metrics["loss"]
 
     runs[pname] = call
   times = interleaved_best(runs, repeats=args.repeats, rounds=args.rounds)
@@ -101,12 +82,18 @@ def bench_model(name, args):
   rows = []
   for pname, t in times.items():
     ungated = times.get(UNGATED.get(pname, "dense"))
-    rows.append([pname, t * 1e3, args.batch / t, (t / base) if base else float("nan"),
-                 (t / ungated) if ungated else float("nan"), memory[pname] or float("nan")])
+    tflops = flops_per_image[pname] * args.batch / t / 1e12
+    row = [pname, t * 1e3, args.batch / t, (t / base) if base else float("nan"),
+           (t / ungated) if ungated else float("nan"), memory[pname] or float("nan"), tflops]
+    if args.peak_tflops:
+      row.append(f"{100 * tflops / args.peak_tflops:.1f}%")
+    rows.append(row)
   print(f"\n{name}: batch {args.batch}, input {args.input}x{args.input}, width x{args.width}, "
         f"{args.dtype}")
-  print(table(["policy", "step ms", "img/s", "x dense", "x ungated", "peak MiB"], rows),
-        flush=True)
+  head = ["policy", "step ms", "img/s", "x dense", "x ungated", "peak MiB", "model TFLOP/s"]
+  if args.peak_tflops:
+    head.append("MFU")
+  print(table(head, rows), flush=True)
 
 
 def main(argv=None):
@@ -120,6 +107,8 @@ def main(argv=None):
   parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
   parser.add_argument("--repeats", type=int, default=3)
   parser.add_argument("--rounds", type=int, default=3)
+  parser.add_argument("--peak_tflops", type=float, default=0.0,
+                      help="the chip's peak (e.g. bf16 dense) for a model-FLOP-utilisation column")
   args = parser.parse_args(argv)
   print(f"backend={jax.default_backend()} devices={jax.devices()}", flush=True)
   for name in args.models:

@@ -33,7 +33,7 @@ from ml_collections import config_dict
 from dynjax.errors import UserError, describe
 
 # Groups whose keys are free-form keyword arguments: overrides may add keys.
-FREE_FORM_GROUPS = ("model_kwargs",)
+FREE_FORM_GROUPS = ("model_kwargs", "dynamic.options")
 _TRUE = ("true", "1", "yes", "on")
 _FALSE = ("false", "0", "no", "off")
 _NONE = ("none", "null")

@@ -25,6 +25,8 @@ EXTRA_VARIANTS = [
     ("configs/resnet34_ftwt.py", "0.97"),
     ("configs/mobilenet_v1_ftwt.py", None),
     ("configs/mobilenet_v1_ftwt.py", "baseline"),
+    ("configs/bernoulli_gate.py", None),
+    ("configs/bernoulli_gate.py", "mcifarnet,0.3,weight=2,temperature=0.5"),
 ]
 
 

@@ -25,6 +25,11 @@ CIFAR10_STD = (0.2023, 0.1994, 0.2010)  # the FTWT / common PyTorch values
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+# Names `dataset.name` accepts: in memory (NumPy pipeline), then tfds-built.
+IN_MEMORY_DATASETS = ("digits", "npz")
+TFDS_DATASETS = ("cifar10", "imagenet2012")
+DATASETS = IN_MEMORY_DATASETS + TFDS_DATASETS
+
 DIGITS_TEST_SIZE = 297  # 1797 digits -> 1500 train / 297 test
 
 
@@ -215,9 +220,8 @@ def create_source(dataset_config, process_index: int = 0, process_count: int = 1
   if name == "npz":
     train, test = npz_arrays(dataset_config.path)
     return array_source("npz", train, test, process_index, process_count)
-  if name in ("cifar10", "imagenet2012"):
+  if name in TFDS_DATASETS:
     return tfds_source(name, dataset_config.data_dir, dataset_config.manual_dir,
                        dataset_config.train_split, dataset_config.eval_split,
                        dataset_config.image_size, process_index, process_count)
-  raise ValueError(f"dataset.name must be one of ['digits', 'cifar10', 'imagenet2012', "
-                   f"'npz'], got {name!r}")
+  raise ValueError(f"dataset.name must be one of {list(DATASETS)}, got {name!r}")

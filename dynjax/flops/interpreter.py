@@ -26,8 +26,8 @@ import numpy as np
 from dynjax.flops import primitives as P
 from dynjax.flops import rules as R
 from dynjax.flops.graph import Const, Graph, flatten, loop_eqns, sample_axes
+from dynjax.layers.gating import is_overhead_scope
 
-OVERHEAD_SCOPES = ("gate", "predictor", "router")  # gate heads and routers
 
 
 @dataclasses.dataclass
@@ -52,7 +52,8 @@ class MacOp:
       through channel-preserving ops only.
     kernel_of: for an op producing a convolution's kernel (CondConv mixing),
       the index of that convolution.
-    overhead: lies in a gate / predictor / router module.
+    overhead: lies in a registered gate's head or a CondConv router
+      (`dynjax.layers.gating.is_overhead_scope`).
     examples_folded: N for a batch-folded convolution, else 0.
   """
   path: str
@@ -183,7 +184,7 @@ def analyse(closed_jaxpr, batched_flags: Sequence[bool]) -> Analysis:
         elif target.side in pos or (target.primitive == "conv_general_dilated" and 0 in pos):
           target.inputs_from = tuple(sorted(set(target.inputs_from) | {i}))
   for op in ops:
-    op.overhead = any(part in OVERHEAD_SCOPES for part in op.path.split("/"))
+    op.overhead = any(is_overhead_scope(part) for part in op.path.split("/"))
   return Analysis(graph, ops, batch, dict(unknown), notes)
 
 

@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from dynjax.layers.gates import spatial_mean
+from dynjax.layers.gating import spatial_mean
 
 
 # A jit-cache-sensitive context: a function jitted and called outside the

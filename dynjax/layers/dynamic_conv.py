@@ -1,21 +1,16 @@
-"""DynamicConv: conv (plain or CondConv) -> batch norm -> gating policy -> act.
+"""DynamicConv: conv (plain or CondConv) -> the gate of its policy.
 
-The one building block every dynjax model is written in. What the block does
-with its output channels is decided by its `Policy` (see `policy.py`):
-
-- `dense` / `static`: conv -> BN -> act (static layers are simply built with
-  `policy.width(features)` channels).
-- `fbs` (docs/methods.md#fbs): saliency g = FBSSaliency(x);
-  m = wta_mask(g, ceil(d*C)); y = act(m*g*BN_noaffine(z) + m*beta). Losers
-  are exactly zero, winners are boosted by g, and the predictor is trained
-  only through the winners' g.
-- `ftwt` (docs/methods.md#ftwt): logits P = FTWTGate(x or stop_gradient(x));
-  M = 1[P > 0] (no gradient unless `gate_ste`); O = act(BN(z)); the target
-  mask comes from the unmasked O; output O*M.
+The one building block every dynjax model is written in. The layer runs its
+convolution (`policy.width(features)` output channels, CondConv when
+`policy.experts > 0`) and hands the rest to the registered gate of
+`policy.method` (`dynjax.layers.gating`): `dense` / `static` apply BN and
+the activation; `fbs` (`fbs.py`), `ftwt` (`ftwt.py`), `bernoulli`
+(`bernoulli.py`) and user gates add their heads, masks and records. The
+layer never branches on the method's name.
 
 Every gated layer sows into the `"dynamic"` collection (overwriting, one
-array per name): `mask [N, C]`, and `saliency [N, C]` (FBS) or
-`gate_logits [N, C]` and `target [N, C]` (FTWT).
+array per name): `mask [N, C]` and what its gate records (FBS `saliency`,
+FTWT `gate_logits` and `target`, ...).
 """
 
 from __future__ import annotations
@@ -26,19 +21,12 @@ import jax
 import jax.numpy as jnp
 import flax.linen as nn
 
-from dynjax.layers import masks
 from dynjax.layers.condconv import CondConv
-from dynjax.layers.gated_bn import GatedBatchNorm, TorchBatchNorm
-from dynjax.layers.gates import FBSSaliency, FTWTGate
+from dynjax.layers.gated_bn import TorchBatchNorm
+from dynjax.layers.gating import DYNAMIC, record
 from dynjax.layers.policy import Policy
 
-DYNAMIC = "dynamic"  # the collection gated layers record into
-
-
-def record(module: nn.Module, name: str, value: jax.Array) -> None:
-  """Sow `value` into the `"dynamic"` collection, keeping only the latest."""
-  module.sow(DYNAMIC, name, value, init_fn=lambda: None,
-             reduce_fn=lambda _, new: new)
+__all__ = ["DYNAMIC", "DynamicConv", "record"]
 
 
 class DynamicConv(nn.Module):
@@ -94,67 +82,25 @@ class DynamicConv(nn.Module):
                    use_bias=self.use_bias, kernel_init=self.kernel_init,
                    dtype=self.dtype, name="conv")(x)
 
-  def _bn(self, train: bool) -> nn.Module:
+  def batch_norm(self, z: jax.Array, train: bool) -> jax.Array:
+    """The layer's affine batch norm (submodule `bn`); for gates."""
     if self.bn_unbiased_var:
-      bn = TorchBatchNorm(self.bn_momentum, self.bn_epsilon, dtype=self.dtype, name="bn")
-      return lambda z: bn(z, use_running_average=not train)
+      return TorchBatchNorm(self.bn_momentum, self.bn_epsilon, dtype=self.dtype,
+                            name="bn")(z, use_running_average=not train)
     return nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
-                        epsilon=self.bn_epsilon, dtype=self.dtype, name="bn")
+                        epsilon=self.bn_epsilon, dtype=self.dtype, name="bn")(z)
 
-  def _act(self, y: jax.Array) -> jax.Array:
+  def act(self, y: jax.Array) -> jax.Array:
+    """The layer's activation (identity when None); for gates."""
     return y if self.activation is None else self.activation(y)
+
+  def record(self, name: str, value: jax.Array) -> None:
+    """Record `value` into the `"dynamic"` collection; for gates."""
+    record(self, name, value)
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False,
                residual: jax.Array | None = None) -> jax.Array:
     policy = self._policy()
-    features = policy.width(self.features)
-    z = self._conv(x, policy, features)
-    add = (lambda y: y) if residual is None else (lambda y: y + residual)
-
-    if policy.method == "fbs":
-      predictor_act = (nn.relu if policy.fbs_predictor_act == "relu" else
-                       self.activation or (lambda g: g))
-      saliency = FBSSaliency(features, activation=predictor_act, dtype=self.dtype,
-                             name="predictor")(x)
-      if self.feature_group_count == x.shape[-1] == features > 1:
-        # Depthwise: output channel c sees only input channel c, so a channel
-        # whose input is all zero for this example (switched off upstream)
-        # can only emit beta. Its saliency is zeroed so live channels win;
-        # otherwise, at initialisation (g nearly input-independent), the
-        # winners can all be dead channels and the whole network goes silent.
-        alive = masks.channel_peak(jax.lax.stop_gradient(x)) > 0
-        saliency = saliency * alive.astype(saliency.dtype)
-      mask = masks.fbs_mask(saliency, masks.num_winners(policy.density, features),
-                            policy.fbs_ties)
-      record(self, "saliency", saliency)
-      record(self, "mask", mask)
-      beta = self.param("beta", nn.initializers.zeros, (features,))
-      # m * g * BN_noaffine(z) + m * beta, with a fused backward (gated_bn.py).
-      u = GatedBatchNorm(self.bn_momentum, self.bn_epsilon, dtype=self.dtype,
-                         unbiased_var=self.bn_unbiased_var, name="bn")(
-          z, mask * saliency, mask * beta, use_running_average=not train)
-      return self._act(add(u))
-
-    y = self._bn(train)(z)
-    if policy.method != "ftwt":
-      return self._act(add(y))
-
-    gate_in = x if policy.mode == "joint" else jax.lax.stop_gradient(x)
-    logits = FTWTGate(features, pool=policy.gate_pool, softmax=policy.gate_softmax,
-                      name="gate")(gate_in)
-    mask = masks.binary_gate(logits, ste=policy.gate_ste)
-    m = mask[:, None, None, :].astype(y.dtype)
-    if residual is not None and not policy.mask_after_residual:
-      # ResNet conv2, official default: GT on the signed pre-residual BN output,
-      # mask before the add, activation after it (docs/methods.md#where-the-ftwt-gates-sit).
-      unmasked = y
-      out = self._act(add(y * m))
-    else:
-      unmasked = self._act(add(y))
-      out = unmasked * m
-    target = masks.ftwt_target_mask(unmasked, policy.mass, policy.target)
-    record(self, "gate_logits", logits)
-    record(self, "mask", jax.lax.stop_gradient(mask))
-    record(self, "target", target)
-    return out
+    z = self._conv(x, policy, policy.width(self.features))
+    return policy.gate(self, policy, x, z, train=train, residual=residual)

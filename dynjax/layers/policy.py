@@ -8,13 +8,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from dynjax.layers.masks import FBS_TIE_RULES, num_winners
-
-METHODS = ("dense", "fbs", "ftwt", "static")
-FTWT_MODES = ("decoupled", "joint")
-FTWT_TARGETS = ("mass", "uniform")
-GATE_POOLS = ("avg", "max")
-FBS_PREDICTOR_ACTS = ("relu", "layer")
+from dynjax.layers.gating import Gate, get_gate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +16,8 @@ class Policy:
   """How a `DynamicConv` gates its output channels.
 
   Attributes:
-    method: `dense`, `fbs`, `ftwt` or `static`.
+    method: a registered gate (`dynjax.layers.list_gates()`): `dense`,
+      `static`, `fbs`, `ftwt`, `bernoulli`, or one registered by the user.
     density: d in (0, 1]. FBS keeps k = ceil(d*C) winners; `static` builds
       ceil(d*C) channels.
     mass: r in (0, 1]. FTWT target keeps a fraction r of the heat-map mass
@@ -43,6 +38,8 @@ class Policy:
     fbs_predictor_act: FBS saliency predictor activation. `relu` (default,
       the FBS paper and code) or `layer` (the layer's own activation, e.g.
       swish, as the FBS-pruned CondConv paper writes it).
+    options: the method's own settings (`Gate.option_defaults`), as a dict
+      (stored as sorted `(key, value)` pairs so the policy stays hashable).
   """
 
   method: str = "dense"
@@ -57,20 +54,27 @@ class Policy:
   mask_after_residual: bool = False
   fbs_ties: str = "exact_k"
   fbs_predictor_act: str = "relu"
+  options: tuple[tuple[str, Any], ...] = ()
 
   def __post_init__(self):
-    _check_choice("method", self.method, METHODS)
-    _check_choice("mode", self.mode, FTWT_MODES)
-    _check_choice("target", self.target, FTWT_TARGETS)
-    _check_choice("gate_pool", self.gate_pool, GATE_POOLS)
-    _check_choice("fbs_ties", self.fbs_ties, FBS_TIE_RULES)
-    _check_choice("fbs_predictor_act", self.fbs_predictor_act, FBS_PREDICTOR_ACTS)
+    gate = get_gate(self.method)
+    options = self.options
+    if hasattr(options, "to_dict"):
+      options = options.to_dict()
+    if isinstance(options, Mapping):
+      options = tuple(sorted(options.items()))
+    object.__setattr__(self, "options", tuple(tuple(item) for item in options))
+    unknown = sorted(set(dict(self.options)) - set(gate.option_defaults))
+    if unknown:
+      raise ValueError(f"unknown dynamic.options {unknown} for method {self.method!r}; "
+                       f"allowed: {sorted(gate.option_defaults)}")
     if not (isinstance(self.density, (int, float)) and 0.0 < self.density <= 1.0):
       raise ValueError(f"dynamic.density (d) must be in (0, 1], got {self.density!r}")
     if not (isinstance(self.mass, (int, float)) and 0.0 < self.mass <= 1.0):
       raise ValueError(f"dynamic.mass (r) must be in (0, 1], got {self.mass!r}")
     if not (isinstance(self.experts, int) and self.experts >= 0):
       raise ValueError(f"dynamic.experts must be an integer >= 0, got {self.experts!r}")
+    gate.check(self)
 
   @classmethod
   def create(cls, spec: "Policy | Mapping[str, Any] | str | None" = None, **overrides) -> "Policy":
@@ -95,20 +99,22 @@ class Policy:
     return cls(**fields)
 
   @property
+  def gate(self) -> Gate:
+    """The registered gate of `method`."""
+    return get_gate(self.method)
+
+  @property
   def gated(self) -> bool:
-    """True when the layer produces a per-sample mask (FBS or FTWT)."""
-    return self.method in ("fbs", "ftwt")
+    """True when the layer produces a per-sample mask (FBS, FTWT, ...)."""
+    return self.gate.gated
 
   def width(self, channels: int) -> int:
     """Channels actually built: ceil(d*C) for `static`, else C."""
-    if self.method == "static":
-      return num_winners(self.density, channels)
-    return channels
+    return self.gate.width(self, channels)
+
+  def option(self, name: str) -> Any:
+    """`options[name]`, or the gate's default for it."""
+    return dict(self.options).get(name, self.gate.option_defaults[name])
 
   def replace(self, **changes) -> "Policy":
     return dataclasses.replace(self, **changes)
-
-
-def _check_choice(name, value, allowed):
-  if value not in allowed:
-    raise ValueError(f"dynamic.{name} must be one of {list(allowed)}, got {value!r}")

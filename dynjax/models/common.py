@@ -69,11 +69,13 @@ def activation_fn(name: str) -> Callable[[jax.Array], jax.Array]:
 def residual_policy(policy: Policy) -> Policy:
   """The policy of a layer that writes the residual stream.
 
-  Under `static` pruning such layers (ResNet stem and block conv2) keep their
-  full width so the identity additions stay consistent; only block-internal
-  layers shrink. Dynamic policies are unchanged.
+  Under a policy that builds narrower layers (`static` pruning) such layers
+  (ResNet stem and block conv2) keep their full width so the identity
+  additions stay consistent; only block-internal layers shrink. Dynamic
+  (gated) policies are unchanged.
   """
-  return policy.replace(method="dense") if policy.method == "static" else policy
+  narrows = policy.width(1 << 16) != 1 << 16
+  return policy.replace(method="dense") if narrows and not policy.gated else policy
 
 
 def torch_padding(kernel_size: int) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -6,15 +6,21 @@ replaced, through `flax.linen.intercept_methods`, by a computation over its
 active channels only. Any model written in `DynamicConv` blocks works
 unchanged: M-CifarNet, VGG, the ResNets.
 
-Per gated layer (groups == 1):
+Per gated layer:
 
-- The decision comes first: the FBS saliency `g` or the FTWT gate logits are
-  computed from the pooled layer input, exactly as in `DynamicConv`.
-- FBS keeps k = ceil(d*C) winners per sample (a static size). FTWT keeps the
-  channels with logit > 0; their count varies, so the batch's largest count
-  is rounded up to one of a few bucket sizes (`bucket_fractions` of C) and a
-  `lax.switch` picks the branch compiled for that size. Padding slots hold
-  inactive channels and are zeroed.
+- The decision comes first: the layer's gate (`Gate.sparse_decision`)
+  computes it from the pooled layer input with the same head maths as the
+  layer (`gating.Pool`), reading only the active input channels when the
+  input is compact. The executor never looks at the method's name, only at
+  the kind of decision:
+  - `Winners` (FBS): k winners per sample (a static size), each scaled by
+    its g, BN without affine plus beta.
+  - `Mask` (FTWT, Bernoulli): a 0/1 mask whose count varies, so the batch's
+    largest count is rounded up to one of a few bucket sizes
+    (`bucket_fractions` of C) and a `lax.switch` picks the branch compiled
+    for that size. Padding slots hold inactive channels and are zeroed.
+  - None (e.g. depthwise layers, or a gate without a sparse form): the layer
+    runs as it is, masked.
 - The input side uses the previous gated layer's active set when the layer
   input is that layer's output (dropout in eval mode passes it through
   unchanged); otherwise (the image, a residual sum, a pooled map) all input
@@ -45,7 +51,7 @@ import flax.linen as nn
 
 from dynjax.layers.condconv import condconv_im2col, conv_nhwc
 from dynjax.layers.dynamic_conv import DynamicConv
-from dynjax.layers.masks import num_winners
+from dynjax.layers.gating import Mask, Pool, Winners
 from dynjax.layers.policy import Policy
 from dynjax.sparse.active_conv import (active_conv, active_indices, bucket_sizes,
                                        gather_channels, scatter_channels)
@@ -169,139 +175,182 @@ def _take(v: jax.Array, idx: jax.Array) -> jax.Array:
   return taken[:, None, None, :]
 
 
+class CompactPool(Pool):
+  """A gate head's view of a layer input that may be compact (`gating.Pool`).
+
+  When the input is the previous gated layer's compact output, pooling reads
+  only its k active channels and `linear` only the matching kernel rows.
+  """
+
+  def __init__(self, x: jax.Array, active: ActiveSet | None):
+    super().__init__(x)
+    self.active = active if active is not None and active.compact is not None else None
+
+  def mean(self, absolute: bool = False):
+    # Pooled in float32, as the layer's `Pool` (a no-op in float32 models).
+    if self.active is not None:
+      return (_spatial_mean(self.active.compact.astype(jnp.float32),
+                            absolute and not self.active.nonnegative), self.active.idx)
+    return _spatial_mean(self.x.astype(jnp.float32), absolute), None
+
+  def max(self):
+    reduce = lambda t: jnp.max(t, axis=(1, 2)).astype(jnp.float32)
+    return _pooled(self.x, self.active, reduce)
+
+  def full(self, values, idx):
+    return _full(values, idx, self.channels)
+
+  def linear(self, values, idx, kernel, bias):
+    return _linear(values, idx, kernel, bias)
+
+
+@dataclasses.dataclass
+class _Layer:
+  """What the branches of one gated layer need (see `sparse_dynamic_conv`)."""
+
+  module: DynamicConv
+  params: Any
+  stats: Any
+  x: jax.Array
+  residual: jax.Array | None
+  weights: jax.Array    # conv kernel, or CondConv experts
+  alpha: jax.Array | None  # CondConv routing weights
+  conv_bias: jax.Array | None
+  features: int
+  act: Callable
+  dtype: Any
+  gather_input: Callable  # k_in -> (compact input, its channel indices or None)
+
+  def conv(self, k_in: int, out_idx: jax.Array) -> jax.Array:
+    xc, in_idx = self.gather_input(k_in)
+    return active_conv(xc, self.weights, in_idx, out_idx, _pair(self.module.strides),
+                       self.module.padding, self.alpha)
+
+  def full_conv(self) -> jax.Array:
+    strides, padding = _pair(self.module.strides), self.module.padding
+    if self.alpha is None:
+      return conv_nhwc(self.x, self.weights.astype(self.x.dtype), strides, padding, 1)
+    return condconv_im2col(self.x, self.weights, self.alpha, strides, padding, 1)
+
+  def scatter(self, v: jax.Array, idx: jax.Array, **kw) -> jax.Array:
+    return scatter_channels(v, idx, self.features, **kw)
+
+
+def _conv_weights(params, policy: Policy, x, active_in):
+  """`(weights, alpha, conv_bias)`: CondConv's routing from the (compact) pooled input."""
+  conv = params["conv"]
+  if policy.experts == 0:
+    return conv["kernel"], None, conv.get("bias")
+  router = conv["router"]
+  gap, gap_idx = _pooled(x, active_in, _spatial_mean)
+  alpha = jax.nn.sigmoid(_linear(gap.astype(jnp.float32), gap_idx, router["kernel"],
+                                 router["bias"]))
+  return conv["experts"], alpha, None if "bias" not in conv else alpha @ conv["bias"]
+
+
+def _winners_branch(layer: _Layer, decision: Winners, dense_above: float, k_in: int):
+  """`(dense output, compact output or None)` of a `Winners` decision."""
+  out_idx, dtype, act, eps = decision.idx, layer.dtype, layer.act, layer.module.bn_epsilon
+  stats = layer.stats
+  # g * BN_noaffine(z + b) + beta = z * (g*s) + (beta + (b - mean) * g*s),
+  # s = rsqrt(var + eps): one multiply-add on the conv output. (Folding
+  # g*s into the gathered kernel slice instead measured slower at batch
+  # 1: the slice has more elements than the output on most layers.)
+  table = jnp.stack([stats["var"], stats["mean"], layer.params[decision.shift]], axis=-1)[out_idx]
+  scale = decision.g.astype(jnp.float32) * jax.lax.rsqrt(table[..., 0] + eps)
+  centre = (-table[..., 1] if layer.conv_bias is None else
+            _take(layer.conv_bias, out_idx)[:, 0, 0] - table[..., 1])
+  beta = table[..., 2] if decision.on is None else jnp.where(decision.on, table[..., 2], 0)
+  shift = (beta + centre * scale).astype(dtype)
+  residual = layer.residual
+  if out_idx.shape[-1] / layer.features > dense_above:
+    # Full convolution, then the folded affine with zeros for the losers:
+    # stays dense (gathering or scattering activations costs more here).
+    spread = lambda v: layer.scatter(v.astype(dtype), out_idx,
+                                     sorted_indices=False)[:, None, None, :]
+    y = layer.full_conv().astype(dtype) * spread(scale) + spread(shift)
+    return act(y if residual is None else y + residual), None
+  z = layer.conv(k_in, out_idx)
+  y = z.astype(dtype) * scale.astype(dtype)[:, None, None, :] + shift[:, None, None, :]
+  if residual is not None:
+    return act(layer.scatter(y, out_idx, sorted_indices=False) + residual), y
+  out = act(y)
+  fill = act(jnp.zeros((), dtype))
+  return layer.scatter(out, out_idx, fill=fill, sorted_indices=False), out
+
+
+def _mask_branch(layer: _Layer, decision: Mask, k_in: int, k_out: int):
+  """`(dense output, None)` of a `Mask` decision, computing k_out output slots."""
+  out_idx = active_indices(decision.mask, k_out)
+  valid = jnp.take_along_axis(decision.mask, out_idx, axis=-1)[:, None, None, :]
+  stats, dtype, act, eps = layer.stats, layer.dtype, layer.act, layer.module.bn_epsilon
+  z = layer.conv(k_in, out_idx)
+  if layer.conv_bias is not None:
+    z = z + _take(layer.conv_bias, out_idx).astype(z.dtype)
+  zn = (z - _take(stats["mean"], out_idx)) * jax.lax.rsqrt(_take(stats["var"], out_idx) + eps)
+  zn = zn.astype(dtype)
+  bn = layer.params["bn"]
+  y = zn * _take(bn["scale"], out_idx).astype(dtype) + _take(bn["bias"], out_idx).astype(dtype)
+  residual = layer.residual
+  if residual is None:
+    return layer.scatter(act(y) * valid, out_idx), None
+  if decision.after_residual:
+    return layer.scatter(act(y + gather_channels(residual, out_idx)) * valid, out_idx), None
+  return act(layer.scatter(y * valid, out_idx) + residual), None
+
+
 def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array | None,
                         tracker: _Tracker, fractions: Sequence[float],
-                        dense_above: float | None = None) -> jax.Array:
+                        dense_above: float | None = None) -> jax.Array | None:
   """Eval-mode `DynamicConv` output computing only active channels.
 
   Args:
-    module: a bound, gated `DynamicConv` with `feature_group_count == 1`.
+    module: a bound, gated `DynamicConv`.
     x: its input `[N, H, W, C_in]`.
     residual: optional residual of the output shape.
     tracker: active sets of earlier gated outputs (updated with this one).
-    fractions: FTWT bucket fractions.
-    dense_above: FBS layers keeping more than this fraction of their output
-      channels run their full convolution and mask it (None: `DENSE_ABOVE`
-      by batch size and CondConv).
+    fractions: bucket fractions for `Mask` decisions.
+    dense_above: layers with a `Winners` decision keeping more than this
+      fraction of their output channels run their full convolution and mask
+      it (None: `DENSE_ABOVE` by batch size and CondConv).
 
   Returns:
     The dense output `[N, H', W', C]`, equal to `module(x, train=False,
-    residual=residual)` up to float rounding.
+    residual=residual)` up to float rounding; None when the layer's gate
+    gives no sparse decision for it (the caller runs the layer as it is).
   """
   policy = Policy.create(module.policy)
   params = module.variables["params"]
-  stats = module.variables["batch_stats"]["bn"]
-  features = policy.width(module.features)
-  c_in = x.shape[-1]
   act = (lambda y: y) if module.activation is None else module.activation
   dtype = x.dtype if module.dtype is None else module.dtype
   active_in = tracker.find(x)
   x = x.astype(dtype)
 
-  conv = params["conv"]
-  if policy.experts > 0:
-    weights = conv["experts"]
-    router = conv["router"]
-    gap, gap_idx = _pooled(x, active_in, _spatial_mean)
-    alpha = jax.nn.sigmoid(_linear(gap.astype(jnp.float32), gap_idx, router["kernel"],
-                                   router["bias"]))
-    conv_bias = None if "bias" not in conv else alpha @ conv["bias"]
-  else:
-    weights, alpha = conv["kernel"], None
-    conv_bias = conv.get("bias")
+  # The gate decides from the pooled input (its head's maths, shared with the layer).
+  decision = policy.gate.sparse_decision(module, policy, params, CompactPool(x, active_in),
+                                         act, dtype)
+  if decision is None:
+    return None
+  features = policy.width(module.features)
+  in_sizes, in_select, gather_input = _input_options(x, active_in, x.shape[-1], fractions)
+  layer = _Layer(module, params, module.variables["batch_stats"]["bn"], x, residual,
+                 *_conv_weights(params, policy, x, active_in), features, act, dtype,
+                 gather_input)
 
-  if policy.method == "fbs":
-    fc = params["predictor"]["fc"]
-    absolute = not (active_in is not None and active_in.nonnegative)
-    pooled, pooled_idx = _pooled(x, active_in,
-                                 functools.partial(_spatial_mean, absolute=absolute))
-    predictor_act = nn.relu if policy.fbs_predictor_act == "relu" else act
-    saliency = predictor_act(_linear(pooled.astype(dtype), pooled_idx,
-                                     fc["kernel"].astype(dtype), fc["bias"].astype(dtype)))
-    out_sizes = (num_winners(policy.density, features),)
-    out_select = 0
-    # The winners in top_k order (not sorted by channel): their saliencies
-    # come with them, and no layer needs the indices ascending.
-    k_top = out_sizes[0] + (policy.fbs_ties == "strict" and out_sizes[0] < features)
-    winner_g, winner_idx = jax.lax.top_k(saliency, k_top)
-    if k_top > out_sizes[0]:
-      # Strict tie rule: only winners above the (k+1)-th saliency count; the
-      # others get g = 0 here, hence scale = shift = 0 and output act(0).
-      threshold = winner_g[:, -1:]
-      winner_g, winner_idx = winner_g[:, :-1], winner_idx[:, :-1]
-      winner_on = winner_g > threshold
-      winner_g = jnp.where(winner_on, winner_g, 0)
-    else:
-      winner_on = None
-    winner_idx = winner_idx.astype(jnp.int32)
-    out_indices = lambda k: (winner_idx, None)
-  else:
-    fc = params["gate"]["fc"]
-    reduce = _spatial_mean if policy.gate_pool == "avg" else (lambda t: jnp.max(t, axis=(1, 2)))
-    e, e_idx = _pooled(x, active_in, reduce)
-    e = e.astype(jnp.float32)
-    if policy.gate_softmax:  # over all C_in channels, the inactive ones included
-      e, e_idx = jax.nn.softmax(_full(e, e_idx, c_in), axis=-1), None
-    mask = (_linear(e, e_idx, fc["kernel"], fc["bias"]) > 0).astype(dtype)
+  if isinstance(decision, Winners):
+    if dense_above is None:
+      dense_above = DENSE_ABOVE["condconv" if policy.experts else
+                                "batch1" if x.shape[0] == 1 else "batched"]
+    out_sizes, out_select = (decision.idx.shape[-1],), 0
+    branch = lambda k_in, k_out: _winners_branch(layer, decision, dense_above, k_in)
+  elif isinstance(decision, Mask):
     out_sizes = bucket_sizes(features, fractions)
     out_select = jnp.searchsorted(jnp.asarray(out_sizes, jnp.float32),
-                                  jnp.max(jnp.sum(mask, -1)), side="left")
-
-    def out_indices(k):
-      idx = active_indices(mask, k)
-      return idx, jnp.take_along_axis(mask, idx, axis=-1)[:, None, None, :]
-
-  in_sizes, in_select, gather_input = _input_options(x, active_in, c_in, fractions)
-  strides = _pair(module.strides)
-  eps = module.bn_epsilon
-
-  if dense_above is None:
-    dense_above = DENSE_ABOVE["condconv" if policy.experts else
-                              "batch1" if x.shape[0] == 1 else "batched"]
-
-  def branch(k_in: int, k_out: int):
-    xc, in_idx = gather_input(k_in)
-    out_idx, valid = out_indices(k_out)
-    if policy.method == "fbs":
-      # g * BN_noaffine(z + b) + beta = z * (g*s) + (beta + (b - mean) * g*s),
-      # s = rsqrt(var + eps): one multiply-add on the conv output. (Folding
-      # g*s into the gathered kernel slice instead measured slower at batch
-      # 1: the slice has more elements than the output on most layers.)
-      table = jnp.stack([stats["var"], stats["mean"], params["beta"]], axis=-1)[out_idx]
-      scale = winner_g.astype(jnp.float32) * jax.lax.rsqrt(table[..., 0] + eps)
-      centre = -table[..., 1] if conv_bias is None else _take(conv_bias, out_idx)[:, 0, 0] - table[..., 1]
-      beta = table[..., 2] if winner_on is None else jnp.where(winner_on, table[..., 2], 0)
-      shift = (beta + centre * scale).astype(dtype)
-      if k_out / features > dense_above:
-        # Full convolution, then the folded affine with zeros for the losers:
-        # stays dense (gathering or scattering activations costs more here).
-        full = (conv_nhwc(x, weights.astype(x.dtype), strides, module.padding, 1)
-                if alpha is None else
-                condconv_im2col(x, weights, alpha, strides, module.padding, 1))
-        spread = lambda v: scatter_channels(v.astype(dtype), out_idx, features,
-                                            sorted_indices=False)[:, None, None, :]
-        y = full.astype(dtype) * spread(scale) + spread(shift)
-        return act(y if residual is None else y + residual), None
-      z = active_conv(xc, weights, in_idx, out_idx, strides, module.padding, alpha)
-      y = z.astype(dtype) * scale.astype(dtype)[:, None, None, :] + shift[:, None, None, :]
-      if residual is not None:
-        return act(scatter_channels(y, out_idx, features, sorted_indices=False) + residual), y
-      out = act(y)
-      fill = act(jnp.zeros((), dtype))
-      return scatter_channels(out, out_idx, features, fill, sorted_indices=False), out
-    z = active_conv(xc, weights, in_idx, out_idx, strides, module.padding, alpha)
-    if conv_bias is not None:
-      z = z + _take(conv_bias, out_idx).astype(z.dtype)
-    zn = (z - _take(stats["mean"], out_idx)) * jax.lax.rsqrt(_take(stats["var"], out_idx) + eps)
-    zn = zn.astype(dtype)
-    bn = params["bn"]
-    y = zn * _take(bn["scale"], out_idx).astype(dtype) + _take(bn["bias"], out_idx).astype(dtype)
-    if residual is None:
-      return scatter_channels(act(y) * valid, out_idx, features), None
-    if policy.mask_after_residual:
-      out = act(y + gather_channels(residual, out_idx)) * valid
-      return scatter_channels(out, out_idx, features), None
-    return act(scatter_channels(y * valid, out_idx, features) + residual), None
+                                  jnp.max(jnp.sum(decision.mask, -1)), side="left")
+    branch = lambda k_in, k_out: _mask_branch(layer, decision, k_in, k_out)
+  else:
+    raise TypeError(f"gate {policy.method!r} returned {type(decision).__name__} from "
+                    "sparse_decision; expected gating.Winners, gating.Mask or None")
 
   combos = [(i, o) for i in in_sizes for o in out_sizes]
   if len(combos) == 1:
@@ -310,15 +359,15 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
     select = in_select * len(out_sizes) + out_select
     dense, compact = jax.lax.switch(select, [functools.partial(branch, i, o) for i, o in combos])
 
-  if residual is None or (policy.method == "ftwt" and policy.mask_after_residual):
-    if policy.method == "fbs":
+  if isinstance(decision, Winners):
+    if residual is None:
       with jax.ensure_compile_time_eval():
         zero_fill = float(act(jnp.zeros((), jnp.float32))) == 0.0
       if zero_fill and compact is not None:  # losers are exact zeros: the next layer may skip them
-        tracker.add(dense, ActiveSet(idx=winner_idx, compact=compact,
+        tracker.add(dense, ActiveSet(idx=decision.idx, compact=compact,
                                      nonnegative=module.activation in _NONNEGATIVE))
-    else:
-      tracker.add(dense, ActiveSet(mask=mask))
+  elif residual is None or decision.after_residual:
+    tracker.add(dense, ActiveSet(mask=decision.mask))
   return dense
 
 
@@ -329,10 +378,11 @@ def _intercept(tracker: _Tracker, fractions, dense_above, next_fun, args, kwargs
   bound = dict(zip(("x", "train", "residual"), args))
   bound.update(kwargs)
   policy = Policy.create(module.policy)
-  if bound.get("train", False) or not policy.gated or module.feature_group_count != 1:
+  if bound.get("train", False) or not policy.gated:
     return next_fun(*args, **kwargs)
-  return sparse_dynamic_conv(module, bound["x"], bound.get("residual"), tracker, fractions,
-                             dense_above)
+  out = sparse_dynamic_conv(module, bound["x"], bound.get("residual"), tracker, fractions,
+                            dense_above)
+  return next_fun(*args, **kwargs) if out is None else out
 
 
 def sparse_apply(model: nn.Module, variables, x: jax.Array, *,

@@ -12,32 +12,27 @@ import dataclasses
 import math
 from typing import Any, Mapping
 
+from dynjax.data.sources import DATASETS
+from dynjax.layers.gating import get_gate, list_gates, loss_defaults
 from dynjax.layers.policy import Policy
 from dynjax.models import list_models
+from dynjax.train import defaults
+from dynjax.train.optim import OPTIMIZERS, SCHEDULE_UNITS, SCHEDULES, WEIGHT_DECAY_MODES
 
-DATASETS = ("digits", "cifar10", "imagenet2012", "npz")
-OPTIMIZERS = ("sgd", "rmsprop")
 GATE_OPTIMIZERS = ("same",) + OPTIMIZERS
-SCHEDULES = ("constant", "step", "cosine")
-SCHEDULE_UNITS = ("epoch", "step")
-WEIGHT_DECAY_MODES = ("coupled", "l2_loss")
-DTYPES = ("float32", "bfloat16")
+DTYPES = defaults.DTYPES
 
-TOP_LEVEL_KEYS = (
-    "model", "model_kwargs", "num_classes", "dynamic", "dataset", "batch_size",
-    "eval_batch_size", "num_epochs", "max_train_steps", "optimizer",
-    "gate_optimizer", "loss", "checkpoint_every_steps", "keep_checkpoints",
-    "log_every_steps", "eval_every_epochs", "init_from", "seed", "dtype",
-    "count_flops")
-DATASET_KEYS = ("name", "data_dir", "manual_dir", "path", "image_size",
-                "crop_padding", "flip", "cutout", "shuffle_buffer",
-                "train_split", "eval_split")
-OPTIMIZER_KEYS = ("name", "learning_rate", "momentum", "nesterov", "weight_decay",
-                  "weight_decay_mode", "schedule", "schedule_unit", "milestones",
-                  "decay_factor", "warmup_epochs", "clip_norm", "rmsprop_decay",
-                  "rmsprop_eps", "rmsprop_initial_scale")
-LOSS_KEYS = ("label_smoothing", "ftwt_mask_weight", "ftwt_cooldown", "fbs_lasso")
+# The schema is the default config's: its keys are the allowed keys.
+_DEFAULT = defaults.get_config()
+TOP_LEVEL_KEYS = tuple(_DEFAULT.keys())
+DATASET_KEYS = tuple(_DEFAULT.dataset.keys())
+OPTIMIZER_KEYS = tuple(_DEFAULT.optimizer.keys())
 POLICY_KEYS = tuple(f.name for f in dataclasses.fields(Policy))
+
+
+def loss_keys() -> tuple[str, ...]:
+  """`label_smoothing` and every registered gate's loss weights (user gates included)."""
+  return ("label_smoothing",) + tuple(loss_defaults())
 
 
 class ConfigError(ValueError):
@@ -129,7 +124,7 @@ def validate(config: Any, device_count: int | None = None,
   _positive_int("num_classes", top["num_classes"])
 
   policy = _check_keys("dynamic", config.dynamic, POLICY_KEYS, required=False)
-  _choice("dynamic.method", policy.get("method", "dense"), ("dense", "fbs", "ftwt", "static"))
+  _choice("dynamic.method", policy.get("method", "dense"), tuple(list_gates()))
   _unit_interval("dynamic.density", policy.get("density", 1.0), "d")
   _unit_interval("dynamic.mass", policy.get("mass", 1.0), "r")
   try:
@@ -155,11 +150,19 @@ def validate(config: Any, device_count: int | None = None,
 
   _check_optimizer("optimizer", config.optimizer, gate=False)
   _check_optimizer("gate_optimizer", config.gate_optimizer, gate=True)
-  loss = _check_keys("loss", config.loss, LOSS_KEYS)
-  if not 0.0 <= loss["label_smoothing"] < 1.0:
-    raise ConfigError(f"loss.label_smoothing must be in [0, 1), got {loss['label_smoothing']!r}")
-  if not 0.0 <= loss["ftwt_cooldown"] <= 1.0:
-    raise ConfigError(f"loss.ftwt_cooldown must be in [0, 1], got {loss['ftwt_cooldown']!r}")
+  loss = _check_keys("loss", config.loss, loss_keys(), required=False)
+  smoothing = loss.get("label_smoothing", 0.0)
+  if not isinstance(smoothing, (int, float)) or not 0.0 <= smoothing < 1.0:
+    raise ConfigError(f"loss.label_smoothing must be in [0, 1), got {smoothing!r}")
+  gate = get_gate(policy.get("method", "dense"))
+  missing = sorted(set(gate.loss_keys).union({"label_smoothing"}) - set(loss))
+  if missing:
+    raise ConfigError(f"missing config key(s) {['loss.' + k for k in missing]} that gate "
+                      f"{gate.name!r} reads; start from configs/default.py::get_config()")
+  try:
+    gate.check_weights({k: loss[k] for k in gate.loss_keys})
+  except (TypeError, ValueError) as e:
+    raise ConfigError(str(e).splitlines()[0]) from None
 
   for key in ("batch_size", "eval_batch_size"):
     if top[key] % process_count:

@@ -21,9 +21,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from dynjax.layers.gates import is_gate_param
+from dynjax.layers.gating import is_gate_param
 
 BACKBONE, GATE = "backbone", "gate"
+OPTIMIZERS = ("sgd", "rmsprop")
+SCHEDULES = ("constant", "step", "cosine")
+SCHEDULE_UNITS = ("epoch", "step")
+WEIGHT_DECAY_MODES = ("coupled", "l2_loss")
 
 
 def learning_rate_schedule(opt: Any, steps_per_epoch: int, num_epochs: int) -> optax.Schedule:
@@ -53,8 +57,8 @@ def learning_rate_schedule(opt: Any, steps_per_epoch: int, num_epochs: int) -> o
       progress = jnp.clip(epoch / num_epochs, 0.0, 1.0)
       lr = base * 0.5 * (1.0 + jnp.cos(math.pi * progress))
     else:
-      raise ValueError(f"optimizer.schedule must be one of ['constant', 'step', "
-                       f"'cosine'], got {opt.schedule!r}")
+      raise ValueError(f"optimizer.schedule must be one of {list(SCHEDULES)}, "
+                       f"got {opt.schedule!r}")
     if warmup_steps > 0:
       lr = lr * jnp.minimum(1.0, (count + 1.0) / warmup_steps)
     return lr
@@ -80,7 +84,7 @@ def group_optimizer(opt: Any, steps_per_epoch: int,
                                eps_in_sqrt=True, momentum=momentum,
                                nesterov=bool(opt.nesterov)))
   else:
-    raise ValueError(f"optimizer.name must be one of ['sgd', 'rmsprop'], got {opt.name!r}")
+    raise ValueError(f"optimizer.name must be one of {list(OPTIMIZERS)}, got {opt.name!r}")
   return optax.chain(*parts)
 
 
