@@ -7,7 +7,6 @@ import subprocess
 import sys
 import textwrap
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,7 +14,7 @@ import pytest
 
 from configs import default
 from dynjax import flops, models
-from dynjax.layers import (DynamicConv, Gate, Policy, bernoulli, gated_layers, get_gate,
+from dynjax.layers import (DynamicConv, Policy, bernoulli, gated_layers, get_gate,
                            is_gate_param, list_gates, register_gate, unregister_gate)
 from dynjax.sparse import sparse_apply
 from dynjax.train import config_check, losses, optim
@@ -26,33 +25,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.usefixtures("fast_cpu_compiles")
 
 
-class _Scaled(Gate):
-  """A toy gate for the registry tests: keeps channels whose head score is > 0."""
-
-  name = "toy_scaled"
-  scopes = ("toy_head",)
-  records = ("score", "mask")
-  loss_keys = {"toy_weight": 0.5}
-
-  def __call__(self, layer, policy, x, z, *, train, residual):
-    y = layer.batch_norm(z, train)
-    score = nn.Dense(z.shape[-1], name="toy_head")(jnp.mean(x, axis=(1, 2)))
-    mask = (score > 0).astype(y.dtype)
-    layer.record("score", score)
-    layer.record("mask", mask)
-    out = layer.act(y if residual is None else y + residual)
-    return out * mask[:, None, None, :]
-
-  def loss(self, layers, weights, epoch, num_epochs, policy):
-    value = weights["toy_weight"] * sum(jnp.mean(jnp.square(e["score"])) for _, e in layers)
-    return value, {"toy_loss": value}
-
-
 @pytest.fixture
 def toy_gate():
-  register_gate(_Scaled(), replace=True)
-  yield "toy_scaled"
-  unregister_gate("toy_scaled")
+  """The user gate of `_USER_CONFIG` (below), registered in this process."""
+  namespace = {}
+  exec(compile(_USER_CONFIG, "my_gate_config.py", "exec"), namespace)  # registers it
+  yield "keep_positive"
+  unregister_gate("keep_positive")
 
 
 def test_builtin_gates_are_registered():
@@ -74,15 +53,16 @@ def test_unknown_method_is_an_error_everywhere():
 
 
 def test_register_gate_refuses_duplicates_and_non_gates(toy_gate):
+  gate_class = type(get_gate(toy_gate))
   with pytest.raises(ValueError, match="already registered"):
-    register_gate(_Scaled())
+    register_gate(gate_class())
   with pytest.raises(TypeError, match="needs a dynjax Gate"):
     register_gate(object())
 
-  class Clash(_Scaled):
+  class Clash(gate_class):
     name = "toy_clash"
 
-  with pytest.raises(ValueError, match="loss key 'toy_weight' of gate 'toy_clash' is already used"):
+  with pytest.raises(ValueError, match="loss key 'keep_weight' of gate 'toy_clash' is already used"):
     register_gate(Clash())
 
 
@@ -92,28 +72,28 @@ def test_a_registered_gate_owns_its_parameters_loss_and_macs(toy_gate):
   variables = model.init(jax.random.PRNGKey(1), x)
   labels = optim.param_labels(variables["params"])
   flat = jax.tree_util.tree_leaves_with_path(labels)
-  heads = [label for path, label in flat if "toy_head" in str(path)]
-  others = [label for path, label in flat if "toy_head" not in str(path)]
+  heads = [label for path, label in flat if "keep_head" in str(path)]
+  others = [label for path, label in flat if "keep_head" not in str(path)]
   assert heads and set(heads) == {optim.GATE} and set(others) == {optim.BACKBONE}
   for path, _ in jax.tree_util.tree_leaves_with_path(variables["params"]):
-    assert is_gate_param(path) == ("toy_head" in str(path))
-    if "toy_head" in str(path):
+    assert is_gate_param(path) == ("keep_head" in str(path))
+    if "keep_head" in str(path):
       assert not losses.is_l2_kernel(path)
 
   # Its loss reaches the objective with the config's weight.
   _, updated = model.apply(variables, x, train=True, mutable=["batch_stats", "dynamic"],
                            rngs={"dropout": jax.random.PRNGKey(2)})
   layers = gated_layers(updated["dynamic"])
-  objective = Objective.create(toy_gate, toy_weight=2.0)
+  objective = Objective.create(toy_gate, keep_weight=2.0)
   value, metrics = objective.policy.gate.loss(layers, objective.weights, 0, 1, objective.policy)
   expected = 2.0 * sum(float(jnp.mean(jnp.square(e["score"]))) for _, e in layers)
   np.testing.assert_allclose(value, expected, rtol=1e-6)
-  assert set(metrics) == {"toy_loss"}
+  assert set(metrics) == {"keep_loss"}
 
   # Its heads are overhead in the FLOP counter; without the registration they are not.
   fn = lambda v, x: model.apply(v, x)
   report = flops.count(fn, variables, x).under("ftwt_code")
-  head_rows = [r for r in report.rows if "toy_head" in r.path]
+  head_rows = [r for r in report.rows if "keep_head" in r.path]
   assert head_rows and all(r.dense_macs == 0 for r in head_rows)
 
   # No sparse decision: the executor runs the layer as it is.

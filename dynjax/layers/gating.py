@@ -350,13 +350,6 @@ class StaticGate(DenseGate):
 
   name = "static"
 
-  def check_weights(self, weights: Mapping[str, Any]) -> None:
-    """Raises ValueError for bad `loss_keys` values; default: finite numbers >= 0."""
-    for key, value in weights.items():
-      if isinstance(value, bool) or not isinstance(value, (int, float)) \
-          or not math.isfinite(value) or value < 0:
-        raise ValueError(f"loss.{key} must be a finite number >= 0, got {value!r}")
-
   def width(self, policy, channels: int) -> int:
     from dynjax.layers.masks import num_winners  # pylint: disable=import-outside-toplevel
     return num_winners(policy.density, channels)
