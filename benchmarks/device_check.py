@@ -14,7 +14,7 @@ the budget is listed as skipped):
    CPU study's dense M-CifarNet recipe (`results/cpu_fbs_condconv_dense_s0`,
    15 epochs on the CIFAR-10 subset), compared with the CPU runs' seeds.
 3. ResNet-18 at 224x224, one training step of the library (dense, FBS d=0.5,
-   FTWT r=0.9, CondConv n=4), bf16 then f32: step time, images/s, XLA's peak
+   FTWT r=0.9, CondConv n=4), in bf16 (f32 runs last, after section 4): step time, images/s, XLA's peak
    memory estimate, the device's peak memory, model TFLOP/s and MFU against
    the chip's bf16 dense peak (`benchmarks/train_step.py`).
 4. The sparse executor on M-CifarNet at batch 1 and 64: FBS d=0.5 and FTWT
@@ -173,7 +173,7 @@ def main(argv=None):
 
   section("Training run (CIFAR-10 subset, CPU study recipe)",
           lambda: training_run(args.data, max(60.0, args.budget * 0.4), args.quick))
-  for dtype in ("bfloat16", "float32"):
+  def step_section(dtype):
     section(f"{model} training step, {size}x{size}, batch {batch}, {dtype}", lambda dtype=dtype: (
         captured(train_step.main, ["--models", model, "--input", size, "--batch", batch,
                                    "--dtype", dtype, "--policies", *policies,
@@ -182,12 +182,18 @@ def main(argv=None):
                                    "--peak_tflops", str(peak)])
         + f"\n\nDevice peak memory so far: {device_peak_memory_gib()}"
         + ("" if peak else "\n\n(no bf16 peak known for this device kind: no MFU column)")))
+
+  # bf16 first and the executor before f32: if compiles run long, the
+  # budget cuts the least important section.
+  step_section("bfloat16")
   section("Sparse executor, M-CifarNet, float32", lambda: captured(inference.main, [
       "--model", "mcifarnet", "--batch", *(["1"] if args.quick else ["1", "64"]),
       "--methods", *(["fbs"] if args.quick else ["fbs", "ftwt"]),
       "--densities", "0.5", "--repeats", "20" if not args.quick else "2",
       "--rounds", "2" if not args.quick else "1"]
       + (["--width", "0.25"] if args.quick else [])))
+
+  step_section("float32")
 
   report.append(f"Total {time.perf_counter() - start:.0f} s.")
   text = "\n".join(report)
