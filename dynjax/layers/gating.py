@@ -28,6 +28,9 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import flax.linen as nn
+from flax import traverse_util
+
+from dynjax.layers.masks import num_winners
 
 # Layers record into this Flax collection (overwriting: one array per name).
 DYNAMIC = "dynamic"
@@ -306,7 +309,6 @@ def gated_layers(dynamic: Mapping[str, Any] | None) -> list[tuple[str, dict[str,
   """
   if not dynamic:
     return []
-  from flax import traverse_util  # pylint: disable=import-outside-toplevel
   flat = traverse_util.flatten_dict(dict(dynamic))
   layers: dict[tuple, dict] = {}
   for path, value in flat.items():
@@ -315,14 +317,15 @@ def gated_layers(dynamic: Mapping[str, Any] | None) -> list[tuple[str, dict[str,
           if "mask" in entries]
 
 
-def _path_names(path) -> list[str]:
+def path_names(path) -> list[str]:
+  """The key names of a pytree path (dict keys, attribute names)."""
   return [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
 
 
 def is_gate_param(path) -> bool:
   """True when a parameter path (tuple of keys) lies under a registered gate's head."""
   scopes = set(gate_scopes())
-  return any(n in scopes for n in _path_names(path))
+  return any(n in scopes for n in path_names(path))
 
 
 def is_overhead_scope(name: str) -> bool:
@@ -351,7 +354,6 @@ class StaticGate(DenseGate):
   name = "static"
 
   def width(self, policy, channels: int) -> int:
-    from dynjax.layers.masks import num_winners  # pylint: disable=import-outside-toplevel
     return num_winners(policy.density, channels)
 
 

@@ -14,7 +14,7 @@ import optax
 from dynjax.layers.bernoulli import rate_loss
 from dynjax.layers.fbs import fbs_lasso
 from dynjax.layers.ftwt import ftwt_mask_accuracy, ftwt_mask_loss, ftwt_mask_weight
-from dynjax.layers.gating import gated_layers, is_gate_param
+from dynjax.layers.gating import gated_layers, is_gate_param, path_names
 
 __all__ = ["KERNEL_NAMES", "NO_L2_MODULES", "active_fractions", "cross_entropy",
            "fbs_lasso", "ftwt_mask_accuracy", "ftwt_mask_loss", "ftwt_mask_weight",
@@ -42,14 +42,10 @@ def cross_entropy(logits: jax.Array, labels: jax.Array,
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets).mean()
 
 
-def _path_names(path) -> list[str]:
-  return [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
-
-
 def is_l2_kernel(path) -> bool:
   """True for weight kernels the TF-style L2 covers: conv / dense / expert
   kernels, not gate heads, CondConv routers or BN (docs/methods.md#weight-decay)."""
-  names = _path_names(path)
+  names = path_names(path)
   return (names[-1] in KERNEL_NAMES and not is_gate_param(path)
           and not any(n in NO_L2_MODULES for n in names))
 
