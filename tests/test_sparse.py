@@ -8,7 +8,7 @@ import flax.linen as nn
 
 from dynjax import models
 from dynjax.layers import DynamicConv
-from dynjax.sparse import (SparseExecutor, active_conv, active_indices, bucket_sizes,
+from dynjax.sparse import (PATHS, CostModel, SparseExecutor, active_conv, active_indices, bucket_sizes,
                            gather_channels, scatter_channels, sparse_apply)
 
 
@@ -92,13 +92,13 @@ def test_mcifarnet_sparse_equals_masked_dense(policy):
   model, variables, x = _model_case(policy, batch=2 if policy.get("experts") else 3)
   ref, state = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["dynamic"]))(
       variables, x)
-  executor = SparseExecutor(model, bucket_fractions=(0.5, 1.0))
-  np.testing.assert_allclose(executor(variables, x), ref, rtol=1e-4, atol=1e-6)
-  if policy == dict(method="fbs", density=0.5):  # batch 1: the single-convolution path
-    np.testing.assert_allclose(executor(variables, x[:1]), ref[:1], rtol=1e-4, atol=1e-6)
-  if policy["method"] == "fbs":  # every layer through its full convolution instead
-    full = SparseExecutor(model, dense_above=0.0)
-    np.testing.assert_allclose(full(variables, x), ref, rtol=1e-4, atol=1e-6)
+  # Every plan, forced on every layer, and the cost model's choice, at batch 1 and 3.
+  for path in PATHS:
+    executor = SparseExecutor(model, bucket_fractions=(0.5, 1.0), path=path)
+    np.testing.assert_allclose(executor(variables, x), ref, rtol=1e-4, atol=1e-6,
+                               err_msg=path)
+    np.testing.assert_allclose(executor(variables, x[:1]), ref[:1], rtol=1e-4, atol=1e-6,
+                               err_msg=f"{path} batch 1")
   if policy["method"] == "ftwt":  # the gates really produce partial masks
     fractions = [float(m.mean()) for m in jax.tree.leaves(state["dynamic"])
                  if m.ndim == 2 and set(np.unique(m)) <= {0.0, 1.0}]
@@ -108,7 +108,8 @@ def test_mcifarnet_sparse_equals_masked_dense(policy):
 def test_fbs_executor_convolves_only_winners():
   """Batch 1 at d = 0.5: every gated conv runs on ceil(d*C_in) -> ceil(d*C_out)."""
   model, variables, x = _model_case(dict(method="fbs", density=0.5), batch=1)
-  jaxpr = jax.make_jaxpr(lambda v, x: sparse_apply(model, v, x))(variables, x)
+  jaxpr = jax.make_jaxpr(lambda v, x: sparse_apply(model, v, x, path="per_example"))(
+      variables, x)
   kernels = [e.invars[1].aval.shape for e in jaxpr.eqns
              if e.primitive.name == "conv_general_dilated"]
   widths = [8, 8, 16, 16, 16, 24, 24, 24]  # M-CifarNet at width 1/8
@@ -116,14 +117,22 @@ def test_fbs_executor_convolves_only_winners():
                                for c_in, c_out in zip(widths, widths[1:])]
   assert kernels[:8] == expected
   assert kernels[8] == (1, 1, 24, 10)  # logits: ungated
-  # Layers that prune too little for the gathers to pay run their full convolution.
-  jaxpr = jax.make_jaxpr(lambda v, x: sparse_apply(model, v, x, dense_above=0.4))(variables, x)
+  # The cost model chooses: where convolution MACs dominate, the sparse plan;
+  # where gathers cost a lot, every gated layer runs its full convolution.
+  dense_kernels = [(3, 3, 3, 8)] + [(3, 3, c_in, c_out) for c_in, c_out in zip(widths, widths[1:])]
+  for costs, want in [(CostModel(conv=(0, 1e-9, 0, 0), gather=(0, 0), scatter=(0, 0)), expected),
+                      (CostModel(gather=(1.0, 0.0)), dense_kernels)]:
+    jaxpr = jax.make_jaxpr(lambda v, x: sparse_apply(model, v, x, cost_model=costs))(
+        variables, x)
+    kernels = [e.invars[1].aval.shape for e in jaxpr.eqns
+               if e.primitive.name == "conv_general_dilated"]
+    assert kernels[:8] == want
+  jaxpr = jax.make_jaxpr(lambda v, x: sparse_apply(model, v, x, path="dense"))(variables, x)
   kernels = [e.invars[1].aval.shape for e in jaxpr.eqns
              if e.primitive.name == "conv_general_dilated"]
-  assert kernels[:8] == [(3, 3, 3, 8)] + [(3, 3, c_in, c_out)
-                                          for c_in, c_out in zip(widths, widths[1:])]
-  with pytest.raises(ValueError, match="dense_above"):
-    SparseExecutor(model, dense_above=1.5)
+  assert kernels[:8] == dense_kernels
+  with pytest.raises(ValueError, match="path must be one of"):
+    SparseExecutor(model, path="sparse")
 
 
 class _ResidualNet(nn.Module):
@@ -151,3 +160,35 @@ def test_residual_and_identity_activation(policy):
   ref = jax.jit(model.apply)(variables, x)
   out = jax.jit(lambda v, x: sparse_apply(model, v, x, bucket_fractions=(0.5,)))(variables, x)
   np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", [dict(method="ftwt", mass=0.9), dict(method="fbs", density=0.25)],
+                         ids=["ftwt", "fbs"])
+def test_union_plan_convolves_the_batch_union(policy):
+  """Examples sharing their active sets: one convolution over the union, exact."""
+  model, variables, x = _model_case(policy, batch=1)
+  x = jnp.concatenate([x, x, 1.0001 * x])  # (almost) the same channels for all three
+  ref = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+  executor = SparseExecutor(model, bucket_fractions=(0.25, 0.5, 0.75), path="union")
+  np.testing.assert_allclose(executor(variables, x), ref, rtol=1e-4, atol=1e-6)
+  plans = executor.plans(variables, x)
+  assert len(plans) == 8
+  for p in plans:
+    plan, k_in, k_out = p["plan"]
+    assert p["union_out"] <= k_out  # the branch that ran holds the union
+    if plan == "union":
+      assert p["union_in"] <= k_in
+  # The union is the examples' shared set, so some layers run well below their width.
+  narrowed = [p for p in plans if p["plan"][0] == "union" and p["plan"][2] < p["c_out"]]
+  assert len(narrowed) >= 4, plans
+
+
+def test_union_helpers():
+  from dynjax.sparse.executor import _scatter_shared, _union_indices
+  union = jnp.array([0, 1, 0, 0, 1, 1, 0], jnp.float32)
+  np.testing.assert_array_equal(_union_indices(union, 3), [1, 4, 5])
+  idx = _union_indices(union, 4)  # padded with one inactive channel, still ascending
+  assert set(np.asarray(idx).tolist()) >= {1, 4, 5} and list(idx) == sorted(idx)
+  v = jnp.arange(2 * 3, dtype=jnp.float32).reshape(2, 1, 1, 3)
+  dense = _scatter_shared(v, jnp.array([1, 4, 5]), 7, fill=-1.0)
+  np.testing.assert_array_equal(dense[1, 0, 0], [-1, 3, -1, -1, 4, 5, -1])

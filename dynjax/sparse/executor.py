@@ -4,7 +4,7 @@
 (`model.apply(variables, x, train=False)`) with every gated `DynamicConv`
 replaced, through `flax.linen.intercept_methods`, by a computation over its
 active channels only. Any model written in `DynamicConv` blocks works
-unchanged: M-CifarNet, VGG, the ResNets.
+unchanged: M-CifarNet, VGG, the ResNets, MobileNet.
 
 Per gated layer:
 
@@ -12,31 +12,37 @@ Per gated layer:
   computes it from the pooled layer input with the same head maths as the
   layer (`gating.Pool`), reading only the active input channels when the
   input is compact. The executor never looks at the method's name, only at
-  the kind of decision:
-  - `Winners` (FBS): k winners per sample (a static size), each scaled by
-    its g, BN without affine plus beta.
-  - `Mask` (FTWT, Bernoulli): a 0/1 mask whose count varies, so the batch's
-    largest count is rounded up to one of a few bucket sizes
-    (`bucket_fractions` of C) and a `lax.switch` picks the branch compiled
-    for that size. Padding slots hold inactive channels and are zeroed.
-  - None (e.g. depthwise layers, or a gate without a sparse form): the layer
-    runs as it is, masked.
-- The input side uses the previous gated layer's active set when the layer
-  input is that layer's output (dropout in eval mode passes it through
-  unchanged); otherwise (the image, a residual sum, a pooled map) all input
-  channels are used.
-- Convolution of the gathered kernel slice (`active_conv`), then batch norm
-  with running statistics and the gating folded into a per-channel affine on
-  the survivors, then the activation. An FBS layer that prunes little (keeps
-  more than `dense_above` of its output channels) runs its full convolution
-  and masks it instead, which is faster there.
+  the kind of decision: `Winners` (FBS: k winners per example, scaled by
+  their g) or `Mask` (FTWT, Bernoulli: a 0/1 mask whose count varies). None
+  (depthwise layers, a gate without a sparse form): the layer runs as it is.
+- Then one of three plans computes the layer (all exact):
+  - `dense`: the full convolution, then the folded BN/gate affine and the
+    masks: the masked model's own work, no gathers.
+  - `union`: channels inactive for every example of the batch are zero for
+    all of them, so one plain convolution over the batch's *union* of active
+    input and output channels is exact: one kernel slice
+    `W[:, :, in_union, out_union]` for the whole batch. Union sizes vary, so
+    they are rounded up to bucket sizes (`bucket_fractions` of C; padding
+    slots hold inactive channels and are zeroed), one branch per
+    (input bucket, output bucket), picked at run time by `lax.switch`.
+    At batch 1 this is the example's own active set. Not for CondConv,
+    whose kernels differ per example.
+  - `per_example` (`Winners` only: k is static): one convolution per example
+    over its own winners (`lax.map`; at batch 1 a single convolution), the
+    compact output feeding the next layer without a gather.
+- Which plan runs is chosen by `cost.CostModel` (calibrated per machine with
+  `python -m dynjax.sparse.calibrate`): a sparse plan is a candidate where it
+  is predicted to cost less than `margin` (0.85) of the dense plan; at run
+  time the cheapest candidate that fits the batch's active counts runs, and
+  `dense` always fits. So a layer runs sparse only where that is predicted to
+  pay, and the executor's worst case is the masked model plus the cost of
+  choosing. `path=` forces one plan (tests, measurements).
 
 The result is the dense output with zeros (the model's own code continues
-on it); when the next gated layer consumes it directly, the compact form is
-used instead and XLA drops the unused dense copy. Everything else (other
-layers, pooling, logits, residual adds) runs as in the model. Grouped and
-depthwise convolutions, and training mode, fall back to the masked-dense
-computation.
+on it); the next gated layer gathers its input channels from it (or uses a
+per-example compact form directly). Everything else (other layers, pooling,
+logits, residual adds) runs as in the model. Grouped and depthwise
+convolutions and training mode fall back to the masked-dense computation.
 """
 
 from __future__ import annotations
@@ -55,15 +61,10 @@ from dynjax.layers.gating import Mask, Pool, Winners
 from dynjax.layers.policy import Policy
 from dynjax.sparse.active_conv import (active_conv, active_indices, bucket_sizes,
                                        gather_channels, scatter_channels)
+from dynjax.sparse.cost import CostModel, Geometry, default_cost_model
 
 DEFAULT_BUCKETS = (0.25, 0.5, 0.75, 1.0)
-# An FBS layer keeping more than this fraction of its output channels runs
-# its full convolution and masks it instead: the channel selection costs more
-# than it saves. Measured on XLA CPU for M-CifarNet (docs/performance.md):
-# the sparse path wins from d <= 0.7 at batch 1 and from d <= 0.5 at batch 64,
-# and with CondConv (whose sparse path also mixes the sliced experts) from
-# d <= 0.5 at both.
-DENSE_ABOVE = {"batch1": 0.8, "batched": 0.6, "condconv": 0.6}
+PATHS = ("auto", "dense", "union", "per_example")
 # Activations whose output is never negative.
 _NONNEGATIVE = (nn.relu, jax.nn.relu, nn.relu6, jax.nn.relu6)
 
@@ -78,12 +79,15 @@ class ActiveSet:
     compact: `[N, H, W, k]` the values of those channels, or None.
     nonnegative: `compact` is known to be >= 0 (a ReLU output), so
       `|compact|` is `compact`.
+    union: `[C]` 0/1: channels active for at least one example (all others
+      are zero for the whole batch), or None.
   """
 
   mask: jax.Array | None = None
   idx: jax.Array | None = None
   compact: jax.Array | None = None
   nonnegative: bool = False
+  union: jax.Array | None = None
 
 
 class _Tracker:
@@ -91,6 +95,7 @@ class _Tracker:
 
   def __init__(self):
     self._entries: list[tuple[Any, ActiveSet]] = []
+    self.plans: list = []
 
   def add(self, dense: jax.Array, active: ActiveSet) -> None:
     self._entries.append((dense, active))
@@ -102,9 +107,9 @@ class _Tracker:
     return None
 
 
-def _check_dense_above(dense_above: float | None) -> None:
-  if dense_above is not None and not 0.0 <= dense_above <= 1.0:
-    raise ValueError(f"dense_above must be in [0, 1], got {dense_above!r}")
+def _check_path(path: str) -> None:
+  if path not in PATHS:
+    raise ValueError(f"path must be one of {PATHS}, got {path!r}")
 
 
 def _pair(v) -> tuple[int, int]:
@@ -152,23 +157,6 @@ def _linear(pooled: jax.Array, idx: jax.Array | None, kernel: jax.Array,
   return jnp.einsum("nk,nkc->nc", pooled, kernel[idx]) + bias
 
 
-def _input_options(x, active: ActiveSet | None, c_in: int, fractions):
-  """The static input widths to choose from, a selector, and a gatherer."""
-  if active is not None and active.compact is not None:
-    return (active.idx.shape[-1],), 0, lambda k: (active.compact, active.idx)
-  if active is None or active.mask is None:
-    return (c_in,), 0, lambda k: (x, None)
-  sizes = bucket_sizes(c_in, fractions)
-  count = jnp.max(jnp.sum(active.mask, axis=-1))
-  select = jnp.searchsorted(jnp.asarray(sizes, jnp.float32), count, side="left")
-
-  def gather(k):
-    idx = active_indices(active.mask, k)
-    return gather_channels(x, idx), idx
-
-  return sizes, select, gather
-
-
 def _take(v: jax.Array, idx: jax.Array) -> jax.Array:
   """Per-channel vector `[C]` (or per-sample `[N, C]`) at `idx [N, k]` -> `[N, 1, 1, k]`."""
   taken = v[idx] if v.ndim == 1 else jnp.take_along_axis(v, idx, axis=-1)
@@ -206,7 +194,7 @@ class CompactPool(Pool):
 
 @dataclasses.dataclass
 class _Layer:
-  """What the branches of one gated layer need (see `sparse_dynamic_conv`)."""
+  """What the plans of one gated layer need (see `sparse_dynamic_conv`)."""
 
   module: DynamicConv
   params: Any
@@ -219,21 +207,32 @@ class _Layer:
   features: int
   act: Callable
   dtype: Any
-  gather_input: Callable  # k_in -> (compact input, its channel indices or None)
 
-  def conv(self, k_in: int, out_idx: jax.Array) -> jax.Array:
-    xc, in_idx = self.gather_input(k_in)
-    return active_conv(xc, self.weights, in_idx, out_idx, _pair(self.module.strides),
-                       self.module.padding, self.alpha)
+  @property
+  def strides(self):
+    return _pair(self.module.strides)
 
   def full_conv(self) -> jax.Array:
-    strides, padding = _pair(self.module.strides), self.module.padding
+    padding = self.module.padding
     if self.alpha is None:
-      return conv_nhwc(self.x, self.weights.astype(self.x.dtype), strides, padding, 1)
-    return condconv_im2col(self.x, self.weights, self.alpha, strides, padding, 1)
+      return conv_nhwc(self.x, self.weights.astype(self.x.dtype), self.strides, padding, 1)
+    return condconv_im2col(self.x, self.weights, self.alpha, self.strides, padding, 1)
 
-  def scatter(self, v: jax.Array, idx: jax.Array, **kw) -> jax.Array:
-    return scatter_channels(v, idx, self.features, **kw)
+  def union_conv(self, xc: jax.Array, in_idx: jax.Array | None, out_idx: jax.Array) -> jax.Array:
+    """One plain convolution with the shared kernel slice `W[:, :, in_idx, out_idx]`."""
+    w = self.weights
+    kernel = w[..., out_idx] if in_idx is None else w[:, :, in_idx[:, None], out_idx[None, :]]
+    return conv_nhwc(xc, kernel.astype(xc.dtype), self.strides, self.module.padding, 1)
+
+  def geometry(self, n: int) -> Geometry:
+    kh, kw, c_in = self.weights.shape[-4:-1]
+    out = jax.eval_shape(
+        lambda a, k: conv_nhwc(a, k, self.strides, self.module.padding, 1),
+        jax.ShapeDtypeStruct((1,) + self.x.shape[1:], jnp.float32),
+        jax.ShapeDtypeStruct((kh, kw, c_in, self.features), jnp.float32))
+    return Geometry(n=n, hw_in=self.x.shape[1] * self.x.shape[2],
+                    hw_out=out.shape[1] * out.shape[2], window=kh * kw, c_in=c_in,
+                    c_out=self.features)
 
 
 def _conv_weights(params, policy: Policy, x, active_in):
@@ -248,60 +247,164 @@ def _conv_weights(params, policy: Policy, x, active_in):
   return conv["experts"], alpha, None if "bias" not in conv else alpha @ conv["bias"]
 
 
-def _winners_branch(layer: _Layer, decision: Winners, dense_above: float, k_in: int):
-  """`(dense output, compact output or None)` of a `Winners` decision."""
-  out_idx, dtype, act, eps = decision.idx, layer.dtype, layer.act, layer.module.bn_epsilon
+def _union_indices(union: jax.Array, k: int) -> jax.Array:
+  """`[k]` ascending channel indices covering the union `[C]` (padded with inactive ones)."""
+  return active_indices(union[None], k)[0]
+
+
+def _scatter_shared(v: jax.Array, idx: jax.Array, channels: int, fill: float = 0.0):
+  """`[N, H, W, k]` at the shared ascending channels `idx [k]` -> `[N, H, W, C]`."""
+  dense = jnp.full(v.shape[:-1] + (channels,), fill, v.dtype)
+  return dense.at[..., idx].set(v, unique_indices=True, indices_are_sorted=True)
+
+
+# --------------------------------------------------------------------------
+# Winners (FBS): output act(z * scale + shift) with scale = shift = 0 off the
+# winners. g * BN_noaffine(z + b) + beta = z * (g*s) + (beta + (b - mean) * g*s),
+# s = rsqrt(var + eps): one multiply-add on the convolution output.
+
+
+def _winners_affine(layer: _Layer, decision: Winners):
+  """`(scale, shift)`, each `[N, k]` at the winners."""
+  out_idx, eps = decision.idx, layer.module.bn_epsilon
   stats = layer.stats
-  # g * BN_noaffine(z + b) + beta = z * (g*s) + (beta + (b - mean) * g*s),
-  # s = rsqrt(var + eps): one multiply-add on the conv output. (Folding
-  # g*s into the gathered kernel slice instead measured slower at batch
-  # 1: the slice has more elements than the output on most layers.)
   table = jnp.stack([stats["var"], stats["mean"], layer.params[decision.shift]], axis=-1)[out_idx]
   scale = decision.g.astype(jnp.float32) * jax.lax.rsqrt(table[..., 0] + eps)
   centre = (-table[..., 1] if layer.conv_bias is None else
             _take(layer.conv_bias, out_idx)[:, 0, 0] - table[..., 1])
   beta = table[..., 2] if decision.on is None else jnp.where(decision.on, table[..., 2], 0)
-  shift = (beta + centre * scale).astype(dtype)
-  residual = layer.residual
-  if out_idx.shape[-1] / layer.features > dense_above:
-    # Full convolution, then the folded affine with zeros for the losers:
-    # stays dense (gathering or scattering activations costs more here).
-    spread = lambda v: layer.scatter(v.astype(dtype), out_idx,
-                                     sorted_indices=False)[:, None, None, :]
-    y = layer.full_conv().astype(dtype) * spread(scale) + spread(shift)
-    return act(y if residual is None else y + residual), None
-  z = layer.conv(k_in, out_idx)
-  y = z.astype(dtype) * scale.astype(dtype)[:, None, None, :] + shift[:, None, None, :]
+  return scale.astype(layer.dtype), (beta + centre * scale).astype(layer.dtype)
+
+
+def _winners_finish(layer: _Layer, y: jax.Array, scatter: Callable):
+  """Dense output from the affine output `y` of the computed channels."""
+  act, residual = layer.act, layer.residual
   if residual is not None:
-    return act(layer.scatter(y, out_idx, sorted_indices=False) + residual), y
+    return act(scatter(y) + residual)
+  return scatter(act(y), fill=act(jnp.zeros((), layer.dtype)))
+
+
+def _winners_dense(layer: _Layer, spread_scale, spread_shift):
+  y = layer.full_conv().astype(layer.dtype) * spread_scale[:, None, None, :] \
+      + spread_shift[:, None, None, :]
+  return _winners_finish(layer, y, lambda v, fill=None: v)
+
+
+def _winners_union(layer: _Layer, spread_scale, spread_shift, union_out, in_fn, k_in, k_out):
+  out_idx = _union_indices(union_out, k_out)
+  xc, in_idx = in_fn(k_in)
+  z = layer.union_conv(xc, in_idx, out_idx).astype(layer.dtype)
+  y = z * spread_scale[:, out_idx][:, None, None, :] + spread_shift[:, out_idx][:, None, None, :]
+  return _winners_finish(
+      layer, y, lambda v, fill=0.0: _scatter_shared(v, out_idx, layer.features, fill))
+
+
+def _winners_per_example(layer: _Layer, decision: Winners, scale, shift, xc, in_idx):
+  """`(dense output, compact output or None)`: one convolution per example."""
+  out_idx, act = decision.idx, layer.act
+  z = active_conv(xc, layer.weights, in_idx, out_idx, layer.strides, layer.module.padding,
+                  layer.alpha)
+  y = z.astype(layer.dtype) * scale[:, None, None, :] + shift[:, None, None, :]
+  if layer.residual is not None:
+    scattered = scatter_channels(y, out_idx, layer.features, sorted_indices=False)
+    return act(scattered + layer.residual), None
   out = act(y)
-  fill = act(jnp.zeros((), dtype))
-  return layer.scatter(out, out_idx, fill=fill, sorted_indices=False), out
+  fill = act(jnp.zeros((), layer.dtype))
+  return scatter_channels(out, out_idx, layer.features, fill=fill, sorted_indices=False), out
 
 
-def _mask_branch(layer: _Layer, decision: Mask, k_in: int, k_out: int):
-  """`(dense output, None)` of a `Mask` decision, computing k_out output slots."""
-  out_idx = active_indices(decision.mask, k_out)
-  valid = jnp.take_along_axis(decision.mask, out_idx, axis=-1)[:, None, None, :]
+# --------------------------------------------------------------------------
+# Mask (FTWT, Bernoulli): act(BN(z)) * mask, residual variants as `Mask`.
+
+
+def _mask_finish(layer: _Layer, decision: Mask, z, take: Callable, valid, scatter: Callable):
+  """Dense output from the convolution output `z` of the computed channels.
+
+  `take` picks per-channel vectors `[C]` for them, `valid` `[N, k]` is the
+  mask there, `scatter` maps computed channels to the dense layout.
+  """
   stats, dtype, act, eps = layer.stats, layer.dtype, layer.act, layer.module.bn_epsilon
-  z = layer.conv(k_in, out_idx)
   if layer.conv_bias is not None:
-    z = z + _take(layer.conv_bias, out_idx).astype(z.dtype)
-  zn = (z - _take(stats["mean"], out_idx)) * jax.lax.rsqrt(_take(stats["var"], out_idx) + eps)
-  zn = zn.astype(dtype)
+    z = z + take(layer.conv_bias).astype(z.dtype)
+  zn = ((z - take(stats["mean"])) * jax.lax.rsqrt(take(stats["var"]) + eps)).astype(dtype)
   bn = layer.params["bn"]
-  y = zn * _take(bn["scale"], out_idx).astype(dtype) + _take(bn["bias"], out_idx).astype(dtype)
+  y = zn * take(bn["scale"]).astype(dtype) + take(bn["bias"]).astype(dtype)
+  valid = valid[:, None, None, :].astype(dtype)
   residual = layer.residual
   if residual is None:
-    return layer.scatter(act(y) * valid, out_idx), None
+    return scatter(act(y) * valid)
   if decision.after_residual:
-    return layer.scatter(act(y + gather_channels(residual, out_idx)) * valid, out_idx), None
-  return act(layer.scatter(y * valid, out_idx) + residual), None
+    return scatter(act(y + take(residual)) * valid)
+  return act(scatter(y * valid) + residual)
+
+
+def _mask_dense(layer: _Layer, decision: Mask):
+  return _mask_finish(layer, decision, layer.full_conv(), lambda v: v, decision.mask,
+                      lambda v: v)
+
+
+def _mask_union(layer: _Layer, decision: Mask, union_out, in_fn, k_in, k_out):
+  out_idx = _union_indices(union_out, k_out)
+  xc, in_idx = in_fn(k_in)
+  z = layer.union_conv(xc, in_idx, out_idx)
+  return _mask_finish(layer, decision, z, lambda v: v[..., out_idx], decision.mask[:, out_idx],
+                      lambda v: _scatter_shared(v, out_idx, layer.features))
+
+
+@dataclasses.dataclass
+class _Candidate:
+  plan: str
+  k_in: int
+  k_out: int
+  cost: float
+  fn: Callable  # () -> dense output (or (dense, compact) when alone)
+  union_sized: bool = False  # feasible only when the union counts fit k_in, k_out
+
+
+@dataclasses.dataclass
+class PlanRecord:
+  """What the executor chose for one gated layer (`sparse_apply(return_plans=True)`).
+
+  Attributes:
+    name: the layer's module path.
+    candidates: `(plan, k_in, k_out, predicted seconds)` of each compiled branch.
+    selected: traced int32 `[]`: the index of the branch that ran.
+    union_in, union_out: traced `[]` counts of the batch's active input and
+      output channels (C_in / C when not known).
+    c_in, c_out: the layer's widths.
+  """
+
+  name: str
+  candidates: tuple[tuple[str, int, int, float], ...]
+  selected: Any
+  union_in: Any
+  union_out: Any
+  c_in: int
+  c_out: int
+
+
+def _union_input(x, active_in: ActiveSet | None, c_in: int, fractions):
+  """`(sizes, count, fn)`: the static input widths a union plan may use,
+  the batch's active input count, and `k -> (compact input, its indices or None)`."""
+  if active_in is not None and active_in.compact is not None and x.shape[0] == 1:
+    idx = active_in.idx[0]
+    return (idx.shape[-1],), jnp.asarray(idx.shape[-1]), lambda k: (active_in.compact, idx)
+  if active_in is None or active_in.union is None:
+    return (c_in,), jnp.asarray(c_in), lambda k: (x, None)
+  count = jnp.sum(active_in.union)
+
+  def gather(k):
+    if k == c_in:
+      return x, None
+    idx = _union_indices(active_in.union, k)
+    return jnp.take(x, idx, axis=-1), idx
+
+  return bucket_sizes(c_in, fractions), count, gather
 
 
 def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array | None,
-                        tracker: _Tracker, fractions: Sequence[float],
-                        dense_above: float | None = None) -> jax.Array | None:
+                        tracker: _Tracker, fractions: Sequence[float], path: str = "auto",
+                        cost_model: CostModel | None = None) -> jax.Array | None:
   """Eval-mode `DynamicConv` output computing only active channels.
 
   Args:
@@ -309,10 +412,10 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
     x: its input `[N, H, W, C_in]`.
     residual: optional residual of the output shape.
     tracker: active sets of earlier gated outputs (updated with this one).
-    fractions: bucket fractions for `Mask` decisions.
-    dense_above: layers with a `Winners` decision keeping more than this
-      fraction of their output channels run their full convolution and mask
-      it (None: `DENSE_ABOVE` by batch size and CondConv).
+    fractions: bucket fractions for union sizes.
+    path: "auto" (the cost model chooses), or force "dense", "union" or
+      "per_example" where the layer has that plan.
+    cost_model: the `cost.CostModel` (None: `cost.default_cost_model()`).
 
   Returns:
     The dense output `[N, H', W', C]`, equal to `module(x, train=False,
@@ -331,47 +434,119 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
                                          act, dtype)
   if decision is None:
     return None
-  features = policy.width(module.features)
-  in_sizes, in_select, gather_input = _input_options(x, active_in, x.shape[-1], fractions)
-  layer = _Layer(module, params, module.variables["batch_stats"]["bn"], x, residual,
-                 *_conv_weights(params, policy, x, active_in), features, act, dtype,
-                 gather_input)
-
-  if isinstance(decision, Winners):
-    if dense_above is None:
-      dense_above = DENSE_ABOVE["condconv" if policy.experts else
-                                "batch1" if x.shape[0] == 1 else "batched"]
-    out_sizes, out_select = (decision.idx.shape[-1],), 0
-    branch = lambda k_in, k_out: _winners_branch(layer, decision, dense_above, k_in)
-  elif isinstance(decision, Mask):
-    out_sizes = bucket_sizes(features, fractions)
-    out_select = jnp.searchsorted(jnp.asarray(out_sizes, jnp.float32),
-                                  jnp.max(jnp.sum(decision.mask, -1)), side="left")
-    branch = lambda k_in, k_out: _mask_branch(layer, decision, k_in, k_out)
-  else:
+  if not isinstance(decision, (Winners, Mask)):
     raise TypeError(f"gate {policy.method!r} returned {type(decision).__name__} from "
                     "sparse_decision; expected gating.Winners, gating.Mask or None")
+  model = cost_model or default_cost_model()
+  features = policy.width(module.features)
+  n, c_in = x.shape[0], x.shape[-1]
+  layer = _Layer(module, params, module.variables["batch_stats"]["bn"], x, residual,
+                 *_conv_weights(params, policy, x, active_in), features, act, dtype)
+  geometry = layer.geometry(n)
+  winners = isinstance(decision, Winners)
 
-  combos = [(i, o) for i in in_sizes for o in out_sizes]
-  if len(combos) == 1:
-    dense, compact = branch(*combos[0])
+  # The batch's union of active output channels.
+  if winners:
+    union_out = jnp.zeros((features,), jnp.float32).at[decision.idx.reshape(-1)].set(1.0)
   else:
-    select = in_select * len(out_sizes) + out_select
-    dense, compact = jax.lax.switch(select, [functools.partial(branch, i, o) for i, o in combos])
+    union_out = jnp.max(decision.mask, axis=0).astype(jnp.float32)
 
-  if isinstance(decision, Winners):
+  candidates = []
+  if winners:
+    scale, shift = _winners_affine(layer, decision)
+    spread = lambda v: scatter_channels(v, decision.idx, features, sorted_indices=False)
+    spread_scale, spread_shift = spread(scale), spread(shift)
+    candidates.append(_Candidate("dense", c_in, features, model.dense(geometry),
+                                 lambda: _winners_dense(layer, spread_scale, spread_shift)))
+    # Per example: the input's own compact form, or its winners gathered, or all of it.
+    k = decision.idx.shape[-1]
+    if active_in is not None and active_in.compact is not None:
+      pe_x, pe_idx, gathered = active_in.compact, active_in.idx, False
+    elif active_in is not None and active_in.idx is not None:
+      pe_x, pe_idx, gathered = None, active_in.idx, True
+    else:
+      pe_x, pe_idx, gathered = x, None, False
+    k_in_pe = c_in if pe_idx is None else pe_idx.shape[-1]
+
+    def per_example():
+      xc = gather_channels(x, pe_idx) if gathered else pe_x
+      return _winners_per_example(layer, decision, scale, shift, xc, pe_idx)
+
+    candidates.append(_Candidate("per_example", k_in_pe, k,
+                                 model.per_example(geometry, k_in_pe, k, gathered), per_example))
+  else:
+    candidates.append(_Candidate("dense", c_in, features, model.dense(geometry),
+                                 lambda: _mask_dense(layer, decision)))
+
+  in_sizes, count_in, in_fn = _union_input(x, active_in, c_in, fractions)
+  compact_in = active_in is not None and active_in.compact is not None and n == 1
+  if layer.alpha is None and not (winners and n == 1):
+    out_sizes = bucket_sizes(features, fractions)
+    if winners:  # the union holds at least the k winners
+      out_sizes = tuple(s for s in out_sizes if s >= decision.idx.shape[-1])
+    for k_in in in_sizes:
+      for k_out in out_sizes:
+        if k_in == c_in and k_out == features:
+          continue  # that is the dense plan with extra gathers
+        t = model.union(geometry, k_in, k_out, gather_input=k_in < c_in and not compact_in)
+        if winners:
+          fn = functools.partial(_winners_union, layer, spread_scale, spread_shift, union_out,
+                                 in_fn, k_in, k_out)
+        else:
+          fn = functools.partial(_mask_union, layer, decision, union_out, in_fn, k_in, k_out)
+        candidates.append(_Candidate("union", k_in, k_out, t, fn, union_sized=True))
+
+  dense_cost = candidates[0].cost
+  if path == "auto":
+    # Worth compiling: the cheapest plan that always fits (dense, or per-example
+    # where it beats dense by the margin), and the union sizes cheaper still.
+    fits = [c for c in candidates if not c.union_sized
+            and (c.plan == "dense" or c.cost < model.margin * dense_cost)]
+    base = min(fits, key=lambda c: c.cost)
+    chosen = [c for c in candidates if c.union_sized and c.cost < model.margin * dense_cost
+              and c.cost < base.cost] + [base]
+  elif path == "dense":
+    chosen = candidates[:1]
+  else:
+    forced = [c for c in candidates if c.plan == path]
+    if not forced:  # the layer has no such plan: the other sparse one
+      forced = [c for c in candidates if c.plan not in ("dense",)]
+    # Dense stays as the last resort of a union plan whose buckets may not fit.
+    chosen = forced + ([dataclasses.replace(candidates[0], cost=1e30)]
+                       if all(c.union_sized for c in forced) else [])
+
+  count_out = jnp.sum(union_out)
+  compact = None
+  if len(chosen) == 1:
+    selected = jnp.asarray(0, jnp.int32)
+    out = chosen[0].fn()
+    dense, compact = out if isinstance(out, tuple) else (out, None)
+  else:
+    feasible = jnp.stack([(count_in <= c.k_in) & (count_out <= c.k_out) if c.union_sized
+                          else jnp.asarray(True) for c in chosen])
+    costs = jnp.asarray([c.cost for c in chosen], jnp.float32)
+    selected = jnp.argmin(jnp.where(feasible, costs, jnp.inf)).astype(jnp.int32)
+    branches = [(lambda c=c: (lambda out: out[0] if isinstance(out, tuple) else out)(c.fn()))
+                for c in chosen]
+    dense = jax.lax.switch(selected, branches)
+  tracker.plans.append(PlanRecord(
+      name="/".join(module.scope.path), selected=selected, union_in=count_in,
+      union_out=count_out, c_in=c_in, c_out=features,
+      candidates=tuple((c.plan, c.k_in, c.k_out, c.cost) for c in chosen)))
+
+  if winners:
     if residual is None:
       with jax.ensure_compile_time_eval():
         zero_fill = float(act(jnp.zeros((), jnp.float32))) == 0.0
-      if zero_fill and compact is not None:  # losers are exact zeros: the next layer may skip them
-        tracker.add(dense, ActiveSet(idx=decision.idx, compact=compact,
+      if zero_fill:  # losers are exact zeros: the next layer may skip them
+        tracker.add(dense, ActiveSet(idx=decision.idx, compact=compact, union=union_out,
                                      nonnegative=module.activation in _NONNEGATIVE))
   elif residual is None or decision.after_residual:
-    tracker.add(dense, ActiveSet(mask=decision.mask))
+    tracker.add(dense, ActiveSet(mask=decision.mask, union=union_out))
   return dense
 
 
-def _intercept(tracker: _Tracker, fractions, dense_above, next_fun, args, kwargs, context):
+def _intercept(tracker: _Tracker, fractions, path, cost_model, next_fun, args, kwargs, context):
   module = context.module
   if not isinstance(module, DynamicConv) or context.method_name != "__call__":
     return next_fun(*args, **kwargs)
@@ -381,37 +556,43 @@ def _intercept(tracker: _Tracker, fractions, dense_above, next_fun, args, kwargs
   if bound.get("train", False) or not policy.gated:
     return next_fun(*args, **kwargs)
   out = sparse_dynamic_conv(module, bound["x"], bound.get("residual"), tracker, fractions,
-                            dense_above)
+                            path, cost_model)
   return next_fun(*args, **kwargs) if out is None else out
 
 
 def sparse_apply(model: nn.Module, variables, x: jax.Array, *,
-                 bucket_fractions: Sequence[float] = DEFAULT_BUCKETS,
-                 dense_above: float | None = None, **apply_kwargs):
+                 bucket_fractions: Sequence[float] = DEFAULT_BUCKETS, path: str = "auto",
+                 cost_model: CostModel | None = None, return_plans: bool = False,
+                 **apply_kwargs):
   """Eval-mode `model.apply(variables, x, train=False)`, active channels only.
 
   Args:
     model: a dynjax model (any Flax module built from `DynamicConv`).
     variables: its `{"params", "batch_stats"}`.
     x: input `[N, H, W, C]`.
-    bucket_fractions: FTWT active-count buckets, as fractions of each
-      layer's width (C is always a bucket). Fewer buckets, fewer compiled
-      branches; finer buckets, less padding work.
-    dense_above: an FBS layer keeping more than this fraction of its output
-      channels runs its full convolution and masks it (same result; faster
-      where little is pruned). None: `DENSE_ABOVE` (by batch size and
-      CondConv); 1.0: every layer sparse; 0.0: every FBS layer dense.
+    bucket_fractions: union-size buckets, as fractions of each layer's width
+      (C is always a bucket). Fewer buckets, fewer compiled branches; finer
+      buckets, less padding work.
+    path: "auto": per layer, the plans the cost model predicts to pay, the
+      cheapest one that fits the batch chosen at run time; "dense",
+      "union" or "per_example" force that plan where a layer has it.
+    cost_model: a `cost.CostModel` (None: the calibrated one for this
+      platform, see `dynjax.sparse.cost`).
+    return_plans: also return a list of `PlanRecord`s, one per gated layer.
     **apply_kwargs: passed to `model.apply`.
 
   Returns:
     The model output, equal to the masked-dense eval forward within float
-    tolerance. Traceable: wrap in `jax.jit` (or use `SparseExecutor`).
+    tolerance (and the plan records). Traceable: wrap in `jax.jit` (or use
+    `SparseExecutor`).
   """
   tracker = _Tracker()
-  _check_dense_above(dense_above)
-  intercept = functools.partial(_intercept, tracker, tuple(bucket_fractions), dense_above)
+  _check_path(path)
+  bucket_sizes(1, bucket_fractions)  # validate
+  intercept = functools.partial(_intercept, tracker, tuple(bucket_fractions), path, cost_model)
   with nn.intercept_methods(intercept):
-    return model.apply(variables, x, train=False, **apply_kwargs)
+    out = model.apply(variables, x, train=False, **apply_kwargs)
+  return (out, tracker.plans) if return_plans else out
 
 
 class SparseExecutor:
@@ -423,14 +604,31 @@ class SparseExecutor:
   """
 
   def __init__(self, model: nn.Module, bucket_fractions: Sequence[float] = DEFAULT_BUCKETS,
-               dense_above: float | None = None):
+               path: str = "auto", cost_model: CostModel | None = None):
     bucket_sizes(1, bucket_fractions)  # validate early
-    _check_dense_above(dense_above)
+    _check_path(path)
     self.model = model
     self.bucket_fractions = tuple(bucket_fractions)
+    self.path = path
+    self.cost_model = cost_model
     self._fn = jax.jit(functools.partial(sparse_apply, model,
-                                         bucket_fractions=self.bucket_fractions,
-                                         dense_above=dense_above))
+                                         bucket_fractions=self.bucket_fractions, path=path,
+                                         cost_model=cost_model))
 
   def __call__(self, variables, x: jax.Array) -> jax.Array:
     return self._fn(variables, x)
+
+  def plans(self, variables, x: jax.Array) -> list[dict[str, Any]]:
+    """Per gated layer: its compiled plans, the one that ran, the union counts."""
+    static = []
+
+    def run(variables, x):
+      _, records = sparse_apply(self.model, variables, x, bucket_fractions=self.bucket_fractions,
+                                path=self.path, cost_model=self.cost_model, return_plans=True)
+      static[:] = records
+      return [(r.selected, r.union_in, r.union_out) for r in records]
+
+    traced = jax.jit(run)(variables, x)
+    return [dict(name=r.name, candidates=r.candidates, selected=int(sel),
+                 plan=r.candidates[int(sel)][:3], union_in=int(u_in), union_out=int(u_out),
+                 c_in=r.c_in, c_out=r.c_out) for r, (sel, u_in, u_out) in zip(static, traced)]
