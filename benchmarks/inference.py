@@ -136,7 +136,7 @@ def run(args):
       model = models.create(args.model, dynamic=policy_for(base, d or 1.0, experts), **kw)
       variables = random_variables(model, x, key)
       masked_fn = jax.jit(functools.partial(model.apply, train=False))
-      sparse = SparseExecutor(model)
+      sparse = SparseExecutor(model).fit(variables, [x])
       name = f"{method} d={d}" if d is not None else method
       fns[f"{name} masked"] = functools.partial(masked_fn, variables, x)
       fns[f"{name} sparse"] = functools.partial(sparse, variables, x)
@@ -147,9 +147,9 @@ def run(args):
         static_fn = jax.jit(functools.partial(static.apply, train=False))
         fns[f"{name} static"] = functools.partial(static_fn, random_variables(static, x, key), x)
       # Per image, traced at this batch size (the executor's choices depend on it).
-      sparse_macs = count_macs(jax.make_jaxpr(sparse._fn)(variables, x)) / batch
+      sparse_macs = count_macs(jax.make_jaxpr(sparse.function(batch))(variables, x)) / batch
       frac = active_fraction(model, variables, x) if base == "ftwt" else d
-      memory[f"{name} sparse"] = compiled_memory_mib(sparse._fn, variables, x)
+      memory[f"{name} sparse"] = compiled_memory_mib(sparse.function(batch), variables, x)
       info[name] = (dense_macs / sparse_macs, frac)
       out_sparse, out_masked = sparse(variables, x), masked_fn(variables, x)
       err = float(jnp.max(jnp.abs(out_sparse.astype(jnp.float32) - out_masked.astype(jnp.float32))))

@@ -148,10 +148,25 @@ def calibrate(quick: bool = False, verbose: bool = True) -> cost.CostModel:
   t_one = max(timed(conv, small[:1], kern), 0.0)
   loop = max((t_loop - 64 * (t_one)) / 64, 0.0)
 
+  # Run-time choice among b plans: a switch over b small convolutions, one of
+  # which runs, against calling that convolution directly.
+  xs = jax.random.normal(key, (1, 8, 8, 32))
+  kernels = jax.random.normal(key, (16, 3, 3, 32, 32))
+  direct = jax.jit(lambda x, k, i: conv(x, k[0]))
+  rows, times = [], []
+  base = timed(direct, xs, kernels, jnp.asarray(0))
+  for b in (2, 4, 8, 16):
+    switched = jax.jit(lambda x, k, i, b=b: jax.lax.switch(
+        i, [lambda x, k, j=j: conv(x, k[j]) for j in range(b)], x, k))
+    rows.append([1.0, b])
+    times.append(max(timed(switched, xs, kernels, jnp.asarray(0)) - base, 1e-7))
+  switch_c = _nnls_relative(np.array(rows), np.array(times))
+
   model = cost.CostModel(
       platform=platform, conv=tuple(float(c) for c in conv_c),
       gather=tuple(float(c) for c in gather_c), scatter=tuple(float(c) for c in scatter_c),
       elementwise=float(elem_c[0]), loop=float(loop),
+      switch=tuple(float(c) for c in switch_c),
       notes=(f"calibrated by python -m dynjax.sparse.calibrate{' --quick' if quick else ''} "
              f"on {jax.devices()[0].device_kind} ({len(jax.devices())} devices), jax "
              f"{jax.__version__}; conv fit median error {np.median(conv_err):.0%}"))
@@ -159,7 +174,8 @@ def calibrate(quick: bool = False, verbose: bool = True) -> cost.CostModel:
       f"{1e12 * conv_c[2]:.2f} ps/input elem, {1e12 * conv_c[3]:.2f} ps/output elem")
   say(f"gather {gather_c[0] * 1e6:.1f} us + {gather_c[1] * 1e12:.1f} ps/elem; scatter "
       f"{scatter_c[0] * 1e6:.1f} us + {scatter_c[1] * 1e12:.1f} ps/elem; elementwise "
-      f"{elem_c[0] * 1e12:.1f} ps/elem; loop {loop * 1e6:.1f} us/example")
+      f"{elem_c[0] * 1e12:.1f} ps/elem; loop {loop * 1e6:.1f} us/example; switch "
+      f"{switch_c[0] * 1e6:.1f} us + {switch_c[1] * 1e6:.1f} us/branch")
   return model
 
 

@@ -12,7 +12,10 @@ channels are active, so it is predicted from a few fitted primitives:
 - gather (kernel slices, activations): `g0 + g1 * elements`;
 - scatter (compact -> dense channels): `s0 + s1 * elements`;
 - elementwise epilogue (BN fold, gate scale, activation): `e1 * elements`;
-- per-example loop: `loop * N`.
+- per-example loop: `loop * N`;
+- run-time choice among b compiled plans (`lax.switch`): `switch[0] + switch[1] * b`
+  (on XLA CPU every branch adds a few microseconds per call, so plans that
+  will rarely fit the batch are not worth compiling in).
 
 The coefficients are measured and fitted by `python -m dynjax.sparse.calibrate`
 (one command, about a minute), which writes them, per JAX platform, to the
@@ -48,6 +51,7 @@ class CostModel:
   scatter: tuple[float, float] = (2e-6, 1e-10)
   elementwise: float = 5e-11
   loop: float = 5e-5
+  switch: tuple[float, float] = (5e-6, 3e-6)
   margin: float = DEFAULT_MARGIN
   notes: str = ""
 
@@ -67,6 +71,10 @@ class CostModel:
 
   def elementwise_time(self, elements: float) -> float:
     return self.elementwise * elements
+
+  def switch_time(self, branches: int) -> float:
+    """Choosing among `branches` compiled plans at run time (0 for one plan)."""
+    return 0.0 if branches <= 1 else self.switch[0] + self.switch[1] * branches
 
   # -- plans (docs in executor.py) -------------------------------------------
   def dense(self, g: "Geometry") -> float:

@@ -49,10 +49,11 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import flax.linen as nn
 
 from dynjax.layers.condconv import condconv_im2col, conv_nhwc
@@ -402,9 +403,60 @@ def _union_input(x, active_in: ActiveSet | None, c_in: int, fractions):
   return bucket_sizes(c_in, fractions), count, gather
 
 
+def _select(candidates: list[_Candidate], path: str, model: CostModel,
+            samples: Sequence[tuple[int, int]] | None) -> list[_Candidate]:
+  """The plans to compile for one layer.
+
+  "auto": the cheapest plan that always fits (dense, or per-example where it
+  beats dense by the cost model's margin), plus union sizes that pay. With
+  observed union counts (`samples`), union sizes are added greedily while
+  they lower the expected cost over the samples, the run-time choice among
+  the branches included; without, every union size predicted to beat the
+  fallback by the margin after that choice's cost.
+  """
+  dense_cost = candidates[0].cost
+  if path == "dense":
+    return candidates[:1]
+  if path != "auto":
+    forced = [c for c in candidates if c.plan == path]
+    if not forced:  # the layer has no such plan: the other sparse one
+      forced = [c for c in candidates if c.plan != "dense"]
+    # Dense stays as the last resort of a union plan whose buckets may not fit.
+    return forced + ([dataclasses.replace(candidates[0], cost=1e30)]
+                     if all(c.union_sized for c in forced) else [])
+  fits = [c for c in candidates if not c.union_sized
+          and (c.plan == "dense" or c.cost < model.margin * dense_cost)]
+  base = min(fits, key=lambda c: c.cost)
+  unions = [c for c in candidates if c.union_sized and c.cost < model.margin * base.cost]
+  if samples is None:
+    overhead = model.switch_time(len(unions) + 1)
+    return [c for c in unions if c.cost + overhead < model.margin * base.cost] + [base]
+  samples = np.asarray(samples, np.int64).reshape(-1, 2)
+
+  def expected(selection):
+    best = np.full(len(samples), base.cost)
+    for c in selection:
+      fit = (samples[:, 0] <= c.k_in) & (samples[:, 1] <= c.k_out)
+      best = np.where(fit, np.minimum(best, c.cost), best)
+    return model.switch_time(len(selection) + 1) + float(best.mean())
+
+  selection, current = [], base.cost
+  while True:
+    trials = [(expected(selection + [c]), i) for i, c in enumerate(unions) if c not in selection]
+    if not trials:
+      break
+    value, i = min(trials)
+    if value >= current or value >= model.margin * base.cost and not selection:
+      break
+    selection.append(unions[i])
+    current = value
+  return selection + [base]
+
+
 def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array | None,
                         tracker: _Tracker, fractions: Sequence[float], path: str = "auto",
-                        cost_model: CostModel | None = None) -> jax.Array | None:
+                        cost_model: CostModel | None = None,
+                        profile: Mapping[str, Any] | None = None) -> jax.Array | None:
   """Eval-mode `DynamicConv` output computing only active channels.
 
   Args:
@@ -416,6 +468,8 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
     path: "auto" (the cost model chooses), or force "dense", "union" or
       "per_example" where the layer has that plan.
     cost_model: the `cost.CostModel` (None: `cost.default_cost_model()`).
+    profile: `{layer name: [(union_in, union_out), ...]}` counts observed on
+      sample batches of this size (`SparseExecutor.fit`), or None.
 
   Returns:
     The dense output `[N, H', W', C]`, equal to `module(x, train=False,
@@ -496,24 +550,8 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
           fn = functools.partial(_mask_union, layer, decision, union_out, in_fn, k_in, k_out)
         candidates.append(_Candidate("union", k_in, k_out, t, fn, union_sized=True))
 
-  dense_cost = candidates[0].cost
-  if path == "auto":
-    # Worth compiling: the cheapest plan that always fits (dense, or per-example
-    # where it beats dense by the margin), and the union sizes cheaper still.
-    fits = [c for c in candidates if not c.union_sized
-            and (c.plan == "dense" or c.cost < model.margin * dense_cost)]
-    base = min(fits, key=lambda c: c.cost)
-    chosen = [c for c in candidates if c.union_sized and c.cost < model.margin * dense_cost
-              and c.cost < base.cost] + [base]
-  elif path == "dense":
-    chosen = candidates[:1]
-  else:
-    forced = [c for c in candidates if c.plan == path]
-    if not forced:  # the layer has no such plan: the other sparse one
-      forced = [c for c in candidates if c.plan not in ("dense",)]
-    # Dense stays as the last resort of a union plan whose buckets may not fit.
-    chosen = forced + ([dataclasses.replace(candidates[0], cost=1e30)]
-                       if all(c.union_sized for c in forced) else [])
+  name = "/".join(module.scope.path)
+  chosen = _select(candidates, path, model, None if profile is None else profile.get(name))
 
   count_out = jnp.sum(union_out)
   compact = None
@@ -530,7 +568,7 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
                 for c in chosen]
     dense = jax.lax.switch(selected, branches)
   tracker.plans.append(PlanRecord(
-      name="/".join(module.scope.path), selected=selected, union_in=count_in,
+      name=name, selected=selected, union_in=count_in,
       union_out=count_out, c_in=c_in, c_out=features,
       candidates=tuple((c.plan, c.k_in, c.k_out, c.cost) for c in chosen)))
 
@@ -546,7 +584,8 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
   return dense
 
 
-def _intercept(tracker: _Tracker, fractions, path, cost_model, next_fun, args, kwargs, context):
+def _intercept(tracker: _Tracker, fractions, path, cost_model, profile, next_fun, args, kwargs,
+               context):
   module = context.module
   if not isinstance(module, DynamicConv) or context.method_name != "__call__":
     return next_fun(*args, **kwargs)
@@ -556,13 +595,14 @@ def _intercept(tracker: _Tracker, fractions, path, cost_model, next_fun, args, k
   if bound.get("train", False) or not policy.gated:
     return next_fun(*args, **kwargs)
   out = sparse_dynamic_conv(module, bound["x"], bound.get("residual"), tracker, fractions,
-                            path, cost_model)
+                            path, cost_model, profile)
   return next_fun(*args, **kwargs) if out is None else out
 
 
 def sparse_apply(model: nn.Module, variables, x: jax.Array, *,
                  bucket_fractions: Sequence[float] = DEFAULT_BUCKETS, path: str = "auto",
-                 cost_model: CostModel | None = None, return_plans: bool = False,
+                 cost_model: CostModel | None = None,
+                 profile: Mapping[str, Any] | None = None, return_plans: bool = False,
                  **apply_kwargs):
   """Eval-mode `model.apply(variables, x, train=False)`, active channels only.
 
@@ -578,6 +618,10 @@ def sparse_apply(model: nn.Module, variables, x: jax.Array, *,
       "union" or "per_example" force that plan where a layer has it.
     cost_model: a `cost.CostModel` (None: the calibrated one for this
       platform, see `dynjax.sparse.cost`).
+    profile: `{layer name: [(union_in, union_out), ...]}`: the batch's active
+      input/output channel counts observed on sample batches of this size
+      (`SparseExecutor.fit` collects them); "auto" then compiles only the
+      union sizes those counts say will pay. None: every size predicted to pay.
     return_plans: also return a list of `PlanRecord`s, one per gated layer.
     **apply_kwargs: passed to `model.apply`.
 
@@ -589,42 +633,87 @@ def sparse_apply(model: nn.Module, variables, x: jax.Array, *,
   tracker = _Tracker()
   _check_path(path)
   bucket_sizes(1, bucket_fractions)  # validate
-  intercept = functools.partial(_intercept, tracker, tuple(bucket_fractions), path, cost_model)
+  intercept = functools.partial(_intercept, tracker, tuple(bucket_fractions), path, cost_model,
+                                profile)
   with nn.intercept_methods(intercept):
     out = model.apply(variables, x, train=False, **apply_kwargs)
   return (out, tracker.plans) if return_plans else out
 
 
 class SparseExecutor:
-  """A jitted `sparse_apply` for one model.
+  """A jitted `sparse_apply` for one model, specialised to the counts it sees.
+
+  The first call at a new batch size observes, on that batch, how many input
+  and output channels each gated layer's batch union holds, and compiles the
+  plans those counts say will pay (`fit` does the same on chosen sample
+  batches: a few batches of real inputs give a better profile than one).
+  Any input is computed exactly: a batch whose counts exceed every compiled
+  union size runs the layer's fallback plan.
 
   Example:
     executor = SparseExecutor(model)
-    logits = executor(variables, images)   # [N, num_classes]
+    executor.fit(variables, sample_batches)   # optional
+    logits = executor(variables, images)      # [N, num_classes]
   """
 
   def __init__(self, model: nn.Module, bucket_fractions: Sequence[float] = DEFAULT_BUCKETS,
-               path: str = "auto", cost_model: CostModel | None = None):
+               path: str = "auto", cost_model: CostModel | None = None,
+               auto_fit: bool = True):
     bucket_sizes(1, bucket_fractions)  # validate early
     _check_path(path)
     self.model = model
     self.bucket_fractions = tuple(bucket_fractions)
     self.path = path
     self.cost_model = cost_model
-    self._fn = jax.jit(functools.partial(sparse_apply, model,
-                                         bucket_fractions=self.bucket_fractions, path=path,
-                                         cost_model=cost_model))
+    self.auto_fit = auto_fit and path == "auto"
+    self.profiles: dict[int, dict[str, list[tuple[int, int]]]] = {}
+    self._fns: dict[int | None, Callable] = {}
+    self._observe = jax.jit(functools.partial(self._counts, model, self.bucket_fractions))
+
+  @staticmethod
+  def _counts(model, fractions, variables, x):
+    _, records = sparse_apply(model, variables, x, bucket_fractions=fractions, path="dense",
+                              return_plans=True)
+    return {r.name: jnp.stack([r.union_in, r.union_out]) for r in records}
+
+  def fit(self, variables, batches: Sequence[jax.Array]) -> "SparseExecutor":
+    """Observes each gated layer's union counts on `batches` (per batch size)."""
+    for x in batches:
+      counts = jax.device_get(self._observe(variables, x))
+      profile = self.profiles.setdefault(x.shape[0], {})
+      for name, c in counts.items():
+        profile.setdefault(name, []).append((int(c[0]), int(c[1])))
+      self._fns.pop(x.shape[0], None)
+    return self
+
+  def function(self, batch: int | None = None) -> Callable:
+    """The jitted `(variables, x) -> logits` used for batches of size `batch`."""
+    key = batch if batch in self.profiles else None
+    if key not in self._fns:
+      self._fns[key] = jax.jit(functools.partial(
+          sparse_apply, self.model, bucket_fractions=self.bucket_fractions, path=self.path,
+          cost_model=self.cost_model, profile=self.profiles.get(batch)))
+    return self._fns[key]
 
   def __call__(self, variables, x: jax.Array) -> jax.Array:
-    return self._fn(variables, x)
+    n = x.shape[0]
+    if self.auto_fit and n not in self.profiles and not isinstance(x, jax.core.Tracer):
+      self.fit(variables, [x])
+    return self.function(n)(variables, x)
+
+  @property
+  def _fn(self):  # the unprofiled function (traceable by callers' jit)
+    return self.function(None)
 
   def plans(self, variables, x: jax.Array) -> list[dict[str, Any]]:
     """Per gated layer: its compiled plans, the one that ran, the union counts."""
     static = []
+    profile = self.profiles.get(x.shape[0])
 
     def run(variables, x):
       _, records = sparse_apply(self.model, variables, x, bucket_fractions=self.bucket_fractions,
-                                path=self.path, cost_model=self.cost_model, return_plans=True)
+                                path=self.path, cost_model=self.cost_model, profile=profile,
+                                return_plans=True)
       static[:] = records
       return [(r.selected, r.union_in, r.union_out) for r in records]
 
