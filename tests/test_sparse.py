@@ -183,12 +183,26 @@ def test_union_plan_convolves_the_batch_union(policy):
   assert len(narrowed) >= 4, plans
 
 
-def test_union_helpers():
-  from dynjax.sparse.executor import _scatter_shared, _union_indices
-  union = jnp.array([0, 1, 0, 0, 1, 1, 0], jnp.float32)
-  np.testing.assert_array_equal(_union_indices(union, 3), [1, 4, 5])
-  idx = _union_indices(union, 4)  # padded with one inactive channel, still ascending
-  assert set(np.asarray(idx).tolist()) >= {1, 4, 5} and list(idx) == sorted(idx)
-  v = jnp.arange(2 * 3, dtype=jnp.float32).reshape(2, 1, 1, 3)
-  dense = _scatter_shared(v, jnp.array([1, 4, 5]), 7, fill=-1.0)
-  np.testing.assert_array_equal(dense[1, 0, 0], [-1, 3, -1, -1, 4, 5, -1])
+def test_union_order():
+  from dynjax.sparse.executor import _UnionOrder
+  order = _UnionOrder.of(jnp.array([0, 1, 0, 0, 1, 1, 0], jnp.float32))
+  np.testing.assert_array_equal(order.perm, [1, 4, 5, 0, 2, 3, 6])  # union first
+  v = jnp.arange(2 * 4, dtype=jnp.float32).reshape(2, 1, 1, 4)  # channels 1, 4, 5, 0
+  np.testing.assert_array_equal(order.spread(v, fill=-1.0)[1, 0, 0], [7, 4, -1, -1, 5, 6, -1])
+
+
+def test_fit_profiles_counts_and_keeps_the_fastest_plan_set():
+  from dynjax.sparse.executor import VARIANTS
+  model, variables, x = _model_case(dict(method="fbs", density=0.25), batch=2)
+  executor = SparseExecutor(model)
+  ref = jax.jit(lambda v, x: model.apply(v, x, train=False))(variables, x)
+  np.testing.assert_allclose(executor(variables, x), ref, rtol=1e-4, atol=1e-6)  # fits first
+  assert len(executor.profiles[2]) == 8 and all(len(v) == 1 for v in executor.profiles[2].values())
+  timings = executor.timings[2]
+  assert set(timings) == set(VARIANTS)
+  assert executor.allowed[2] == min(timings, key=timings.get)
+  executor.fit(variables, [x[::-1]], measure=False)  # more samples, no timing
+  assert all(len(v) == 2 for v in executor.profiles[2].values()) and 2 not in executor.allowed
+  for samples, p in zip(executor.profiles[2].values(), executor.plans(variables, x)):
+    for u_in, u_out in samples:
+      assert 0 < u_out <= p["c_out"] and 0 < u_in <= p["c_in"]

@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from dynjax.sparse import cost
+from dynjax.sparse.active_conv import scatter_channels
 
 
 def _best_time(fn, *args, min_seconds=0.02, rounds=3) -> float:
@@ -118,18 +119,23 @@ def calibrate(quick: bool = False, verbose: bool = True) -> cost.CostModel:
     times.append(timed(act_gather, x, idx))
   gather_c = _nnls_relative(np.array(rows), np.array(times))
 
-  # Scatters: compact [N, H, W, k] into zeros [N, H, W, C] at shared indices.
-  def scatter(v, i, c):
-    return jnp.zeros(v.shape[:-1] + (c,), v.dtype).at[..., i].set(
-        v, unique_indices=True, indices_are_sorted=True)
-  rows, times = [], []
+  # Scatters (per-example plan: `scatter_channels` with per-example indices) and
+  # spreads (union plan: pad to C, then gather through the inverse permutation),
+  # compact [N, H, W, k] -> [N, H, W, C].
+  def spread(v, inverse, c):
+    padded = jnp.concatenate([v, jnp.zeros(v.shape[:-1] + (c - v.shape[-1],), v.dtype)], -1)
+    return jnp.take(padded, inverse, axis=-1)
+  rows, scatter_times, spread_times = [], [], []
   for n, hw, c, k in [(1, 32, 64, 32), (8, 16, 128, 64), (64, 8, 192, 96), (64, 32, 32, 16),
                       (1, 8, 512, 256), (64, 16, 64, 48)]:
     v = jax.random.normal(key, (n, hw, hw, k))
-    idx = jnp.sort(jax.random.permutation(key, c)[:k]).astype(jnp.int32)
+    perm = jax.random.permutation(key, c).astype(jnp.int32)
+    per_example = jnp.tile(perm[:k], (n, 1))
     rows.append([1.0, n * hw * hw * c])
-    times.append(timed(jax.jit(scatter, static_argnums=2), v, idx, c))
-  scatter_c = _nnls_relative(np.array(rows), np.array(times))
+    scatter_times.append(timed(jax.jit(scatter_channels, static_argnums=2), v, per_example, c))
+    spread_times.append(timed(jax.jit(spread, static_argnums=2), v, perm, c))
+  scatter_c = _nnls_relative(np.array(rows), np.array(scatter_times))
+  spread_c = _nnls_relative(np.array(rows), np.array(spread_times))
 
   # Elementwise epilogue: y * a + b, activation.
   epilogue = jax.jit(lambda y, a, b: jax.nn.relu(y * a + b))
@@ -140,31 +146,44 @@ def calibrate(quick: bool = False, verbose: bool = True) -> cost.CostModel:
     times.append(timed(epilogue, y, y[:1, :1, :1], y[:1, :1, :1]))
   elem_c = _nnls_relative(np.array(rows), np.array(times))
 
-  # Per-example loop: lax.map of a small convolution minus the convolutions.
-  small = jax.random.normal(key, (64, 4, 4, 4))
-  kern = jax.random.normal(key, (3, 3, 4, 4))
+  # Per-example loop: lax.map of one-example convolutions, minus what the fitted
+  # convolution model predicts for them, per example.
+  conv_model = cost.CostModel(conv=tuple(float(c) for c in conv_c))
   looped = jax.jit(lambda x, k: jax.lax.map(lambda xs: conv(xs[None], k)[0], x))
-  t_loop = timed(looped, small, kern)
-  t_one = max(timed(conv, small[:1], kern), 0.0)
-  loop = max((t_loop - 64 * (t_one)) / 64, 0.0)
+  residuals = []
+  for n, hw, c in [(8, 8, 32), (64, 8, 48), (64, 16, 32), (8, 32, 16), (64, 4, 96)]:
+    x = jax.random.normal(key, (n, hw, hw, c))
+    k = jax.random.normal(key, (3, 3, c, c))
+    predicted = n * conv_model.conv_time(1, hw * hw, 9, c, c)
+    residuals.append((timed(looped, x, k) - predicted) / n)
+  loop = max(float(np.median(residuals)), 0.0)
 
-  # Run-time choice among b plans: a switch over b small convolutions, one of
-  # which runs, against calling that convolution directly.
-  xs = jax.random.normal(key, (1, 8, 8, 32))
-  kernels = jax.random.normal(key, (16, 3, 3, 32, 32))
-  direct = jax.jit(lambda x, k, i: conv(x, k[0]))
+  # Run-time choice among b plans, as the executor builds them: branch j picks
+  # k_j channels, gathers input and kernel slice, convolves and scatters back;
+  # a switch over b such branches against calling the widest one directly.
+  xs = jax.random.normal(key, (1, 16, 16, 32))
+  w = jax.random.normal(key, (3, 3, 32, 32))
+  scores = jax.random.uniform(key, (32,))
+
+  def branch(k, x, w, scores):
+    idx = jnp.sort(jax.lax.top_k(scores, k)[1])
+    z = conv(jnp.take(x, idx, axis=-1), w[:, :, idx[:, None], idx[None, :]])
+    return jnp.zeros(x.shape, x.dtype).at[..., idx].set(z)
+
+  base = timed(jax.jit(lambda x, w, s, i: branch(32, x, w, s)), xs, w, scores, jnp.asarray(0))
   rows, times = [], []
-  base = timed(direct, xs, kernels, jnp.asarray(0))
   for b in (2, 4, 8, 16):
-    switched = jax.jit(lambda x, k, i, b=b: jax.lax.switch(
-        i, [lambda x, k, j=j: conv(x, k[j]) for j in range(b)], x, k))
+    sizes = [max(1, 32 * (j + 1) // b) for j in range(b)]
+    switched = jax.jit(lambda x, w, s, i, sizes=sizes: jax.lax.switch(
+        i, [lambda x, w, s, k=k: branch(k, x, w, s) for k in sizes], x, w, s))
     rows.append([1.0, b])
-    times.append(max(timed(switched, xs, kernels, jnp.asarray(0)) - base, 1e-7))
+    times.append(max(timed(switched, xs, w, scores, jnp.asarray(b - 1)) - base, 1e-7))
   switch_c = _nnls_relative(np.array(rows), np.array(times))
 
   model = cost.CostModel(
       platform=platform, conv=tuple(float(c) for c in conv_c),
       gather=tuple(float(c) for c in gather_c), scatter=tuple(float(c) for c in scatter_c),
+      spread=tuple(float(c) for c in spread_c),
       elementwise=float(elem_c[0]), loop=float(loop),
       switch=tuple(float(c) for c in switch_c),
       notes=(f"calibrated by python -m dynjax.sparse.calibrate{' --quick' if quick else ''} "
@@ -173,7 +192,8 @@ def calibrate(quick: bool = False, verbose: bool = True) -> cost.CostModel:
   say(f"conv c0={conv_c[0] * 1e6:.1f} us, {1e12 * conv_c[1]:.3f} ps/MAC, "
       f"{1e12 * conv_c[2]:.2f} ps/input elem, {1e12 * conv_c[3]:.2f} ps/output elem")
   say(f"gather {gather_c[0] * 1e6:.1f} us + {gather_c[1] * 1e12:.1f} ps/elem; scatter "
-      f"{scatter_c[0] * 1e6:.1f} us + {scatter_c[1] * 1e12:.1f} ps/elem; elementwise "
+      f"{scatter_c[0] * 1e6:.1f} us + {scatter_c[1] * 1e12:.1f} ps/elem; spread "
+      f"{spread_c[0] * 1e6:.1f} us + {spread_c[1] * 1e12:.1f} ps/elem; elementwise "
       f"{elem_c[0] * 1e12:.1f} ps/elem; loop {loop * 1e6:.1f} us/example; switch "
       f"{switch_c[0] * 1e6:.1f} us + {switch_c[1] * 1e6:.1f} us/branch")
   return model

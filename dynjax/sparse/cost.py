@@ -10,7 +10,8 @@ channels are active, so it is predicted from a few fitted primitives:
 - convolution: `c0 + c_mac * MACs + c_in * N*H'*W'*kh*kw*C_in + c_out * N*H'*W'*C_out`
   (the two element terms are why small channel counts run at a lower rate);
 - gather (kernel slices, activations): `g0 + g1 * elements`;
-- scatter (compact -> dense channels): `s0 + s1 * elements`;
+- scatter (per-example compact -> dense channels): `s0 + s1 * elements`;
+- spread (union compact -> dense channels: pad, then gather): `s0 + s1 * elements`;
 - elementwise epilogue (BN fold, gate scale, activation): `e1 * elements`;
 - per-example loop: `loop * N`;
 - run-time choice among b compiled plans (`lax.switch`): `switch[0] + switch[1] * b`
@@ -49,6 +50,7 @@ class CostModel:
   conv: tuple[float, float, float, float] = (2e-5, 1e-11, 2e-11, 2e-11)
   gather: tuple[float, float] = (2e-6, 1e-10)
   scatter: tuple[float, float] = (2e-6, 1e-10)
+  spread: tuple[float, float] = (2e-6, 1e-10)
   elementwise: float = 5e-11
   loop: float = 5e-5
   switch: tuple[float, float] = (5e-6, 3e-6)
@@ -68,6 +70,9 @@ class CostModel:
 
   def scatter_time(self, elements: float) -> float:
     return self.scatter[0] + self.scatter[1] * elements
+
+  def spread_time(self, elements: float) -> float:
+    return self.spread[0] + self.spread[1] * elements
 
   def elementwise_time(self, elements: float) -> float:
     return self.elementwise * elements
@@ -89,7 +94,7 @@ class CostModel:
       t += self.gather_time(g.n * g.hw_in * k_in)
     t += self.conv_time(g.n, g.hw_out, g.window, k_in, k_out)
     t += self.elementwise_time(3 * g.n * g.hw_out * k_out)
-    return t + self.scatter_time(g.n * g.hw_out * g.c_out)
+    return t + self.spread_time(g.n * g.hw_out * g.c_out)
 
   def per_example(self, g: "Geometry", k_in: int, k_out: int, gather_input: bool) -> float:
     """One convolution per example over its own active channels."""
