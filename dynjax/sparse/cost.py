@@ -11,7 +11,7 @@ channels are active, so it is predicted from a few fitted primitives:
   (the two element terms are why small channel counts run at a lower rate);
 - gather (kernel slices, activations): `g0 + g1 * elements`;
 - scatter (per-example compact -> dense channels): `s0 + s1 * elements`;
-- spread (union compact -> dense channels: pad, then gather): `s0 + s1 * elements`;
+- spread (union compact -> dense channels: pad, then gather): the same form;
 - elementwise epilogue (BN fold, gate scale, activation): `e1 * elements`;
 - per-example loop: `loop * N`;
 - run-time choice among b compiled plans (`lax.switch`): `switch[0] + switch[1] * b`

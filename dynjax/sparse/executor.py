@@ -34,9 +34,12 @@ Per gated layer:
   `python -m dynjax.sparse.calibrate`): a sparse plan is a candidate where it
   is predicted to cost less than `margin` (0.85) of the dense plan; at run
   time the cheapest candidate that fits the batch's active counts runs, and
-  `dense` always fits. So a layer runs sparse only where that is predicted to
-  pay, and the executor's worst case is the masked model plus the cost of
-  choosing. `path=` forces one plan (tests, measurements).
+  `dense` always fits. With union counts observed on sample batches
+  (`SparseExecutor.fit`), only the union sizes that lower the expected cost
+  over those samples are compiled in (each branch of the run-time choice
+  costs time too), and `fit` times the resulting program against the same
+  with fewer plan kinds and against the all-dense plan, keeping the fastest.
+  `path=` forces one plan (tests, measurements).
 
 The result is the dense output with zeros (the model's own code continues
 on it); the next gated layer gathers its input channels from it (or uses a
@@ -674,7 +677,7 @@ def sparse_apply(model: nn.Module, variables, x: jax.Array, *,
 VARIANTS = (PLANS, ("dense", "union"), ("dense", "per_example"), ("dense",))
 
 
-def _best_seconds(fn, args_list, min_seconds: float = 0.02, rounds: int = 3) -> float:
+def _best_seconds(fn, args_list, min_seconds: float = 0.05, rounds: int = 5) -> float:
   """Best-of-rounds seconds per call of `fn(*args)`, cycling over `args_list`."""
   jax.block_until_ready(fn(*args_list[0]))
   reps = len(args_list)
