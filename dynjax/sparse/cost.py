@@ -87,14 +87,22 @@ class CostModel:
     out = g.n * g.hw_out * g.c_out
     return self.conv_time(g.n, g.hw_out, g.window, g.c_in, g.c_out) + self.elementwise_time(3 * out)
 
-  def union(self, g: "Geometry", k_in: int, k_out: int, gather_input: bool) -> float:
-    """One convolution over the batch's union of active channels."""
+  def union(self, g: "Geometry", k_in: int, k_out: int, gather_input: bool,
+            spread_output: bool = True) -> float:
+    """One convolution over the batch's union of active channels.
+
+    `gather_input`: the input channels are gathered (else sliced or all);
+    `spread_output`: the output goes back to the dense channel order (else it
+    is padded union-first for the next layer).
+    """
     t = self.gather_time(g.window * k_in * k_out)
     if gather_input and k_in < g.c_in:
       t += self.gather_time(g.n * g.hw_in * k_in)
     t += self.conv_time(g.n, g.hw_out, g.window, k_in, k_out)
     t += self.elementwise_time(3 * g.n * g.hw_out * k_out)
-    return t + self.spread_time(g.n * g.hw_out * g.c_out)
+    if spread_output:
+      return t + self.spread_time(g.n * g.hw_out * g.c_out)
+    return t + self.elementwise_time(g.n * g.hw_out * g.c_out)
 
   def per_example(self, g: "Geometry", k_in: int, k_out: int, gather_input: bool) -> float:
     """One convolution per example over its own active channels."""

@@ -87,6 +87,9 @@ class ActiveSet:
       `|compact|` is `compact`.
     union: `[C]` 0/1: channels active for at least one example (all others
       are zero for the whole batch), or None.
+    permuted: `[N, H, W, C]` the output with its channels in
+      `permuted_order.perm` order (the union first, zeros after it), so the
+      next layer slices its union input instead of gathering it; or None.
   """
 
   mask: jax.Array | None = None
@@ -94,6 +97,8 @@ class ActiveSet:
   compact: jax.Array | None = None
   nonnegative: bool = False
   union: jax.Array | None = None
+  permuted: jax.Array | None = None
+  permuted_order: Any = None
 
 
 class _Tracker:
@@ -271,12 +276,16 @@ class _UnionOrder:
     perm = jnp.argsort(1.0 - union, stable=True).astype(jnp.int32)
     return cls(perm, jnp.argsort(perm).astype(jnp.int32))
 
-  def spread(self, v: jax.Array, fill: float = 0.0) -> jax.Array:
-    """`[..., k]` values of channels `perm[:k]` -> `[..., C]` (others `fill`)."""
+  def pad(self, v: jax.Array, fill: float = 0.0) -> jax.Array:
+    """`[..., k]` values of channels `perm[:k]` -> `[..., C]` in `perm` order."""
     k, c = v.shape[-1], self.perm.shape[0]
     if k < c:
       v = jnp.concatenate([v, jnp.full(v.shape[:-1] + (c - k,), fill, v.dtype)], axis=-1)
-    return jnp.take(v, self.inverse, axis=-1)
+    return v
+
+  def spread(self, v: jax.Array, fill: float = 0.0) -> jax.Array:
+    """`[..., k]` values of channels `perm[:k]` -> `[..., C]` (others `fill`)."""
+    return jnp.take(self.pad(v, fill), self.inverse, axis=-1)
 
 
 # --------------------------------------------------------------------------
@@ -311,14 +320,14 @@ def _winners_dense(layer: _Layer, spread_scale, spread_shift):
   return _winners_finish(layer, y, lambda v, fill=None: v)
 
 
-def _winners_union(layer: _Layer, spread_scale, spread_shift, order: _UnionOrder, in_fn, k_in,
-                   k_out):
+def _winners_union(layer: _Layer, spread_scale, spread_shift, order: _UnionOrder, permuted: bool,
+                   in_fn, k_in, k_out):
   out_idx = order.perm[:k_out]
   xc, in_idx = in_fn(k_in)
   z = layer.union_conv(xc, in_idx, out_idx).astype(layer.dtype)
   y = z * spread_scale[:, out_idx][:, None, None, :] + spread_shift[:, out_idx][:, None, None, :]
   return _winners_finish(
-      layer, y, lambda v, fill=0.0: order.spread(v, fill))
+      layer, y, order.pad if permuted else order.spread)
 
 
 def _winners_per_example(layer: _Layer, decision: Winners, scale, shift, xc, in_idx):
@@ -365,12 +374,13 @@ def _mask_dense(layer: _Layer, decision: Mask):
                       lambda v: v)
 
 
-def _mask_union(layer: _Layer, decision: Mask, order: _UnionOrder, in_fn, k_in, k_out):
+def _mask_union(layer: _Layer, decision: Mask, order: _UnionOrder, permuted: bool, in_fn, k_in,
+                k_out):
   out_idx = order.perm[:k_out]
   xc, in_idx = in_fn(k_in)
   z = layer.union_conv(xc, in_idx, out_idx)
   return _mask_finish(layer, decision, z, lambda v: v[..., out_idx], decision.mask[:, out_idx],
-                      order.spread)
+                      order.pad if permuted else order.spread)
 
 
 @dataclasses.dataclass
@@ -414,6 +424,10 @@ def _union_input(x, active_in: ActiveSet | None, c_in: int, fractions):
   if active_in is None or active_in.union is None:
     return (c_in,), jnp.asarray(c_in), lambda k: (x, None)
   count = jnp.sum(active_in.union)
+  if active_in.permuted is not None:  # union channels first: a slice, no gather
+    perm = active_in.permuted_order.perm
+    return (bucket_sizes(c_in, fractions), count,
+            lambda k: (x, None) if k == c_in else (active_in.permuted[..., :k], perm[:k]))
   order = _UnionOrder.of(active_in.union)
 
   def gather(k):
@@ -559,31 +573,50 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
     candidates.append(_Candidate("dense", c_in, features, model.dense(geometry),
                                  lambda: _mask_dense(layer, decision)))
 
+  name = "/".join(module.scope.path)
+  samples = None if profile is None else profile.get(name)
   in_sizes, count_in, in_fn = _union_input(x, active_in, c_in, fractions)
   compact_in = active_in is not None and active_in.compact is not None and n == 1
+  sliced_in = compact_in or (active_in is not None and active_in.permuted is not None)
+  # Outputs the next layer may skip the zeros of: union plans then hand it
+  # their channels union-first (`permuted`), with no spread back to C.
+  with jax.ensure_compile_time_eval():
+    zero_fill = float(act(jnp.zeros((), jnp.float32))) == 0.0
+  trackable = (residual is None and zero_fill if winners
+               else residual is None or decision.after_residual)
   if layer.alpha is None and not (winners and n == 1):
     order = _UnionOrder.of(union_out)
     out_sizes = bucket_sizes(features, fractions)
+    if samples:  # also the largest counts seen on the samples: no padding for them
+      seen_in, seen_out = np.max(np.asarray(samples, np.int64).reshape(-1, 2), axis=0)
+      if len(in_sizes) > 1:
+        in_sizes = tuple(sorted(set(in_sizes) | {max(int(seen_in), 1)}))
+      out_sizes = tuple(sorted(set(out_sizes) | {max(int(seen_out), 1)}))
     if winners:  # the union holds at least the k winners
       out_sizes = tuple(s for s in out_sizes if s >= decision.idx.shape[-1])
     for k_in in in_sizes:
       for k_out in out_sizes:
         if k_in == c_in and k_out == features:
           continue  # that is the dense plan with extra gathers
-        t = model.union(geometry, k_in, k_out, gather_input=k_in < c_in and not compact_in)
+        t = model.union(geometry, k_in, k_out, gather_input=k_in < c_in and not sliced_in,
+                        spread_output=not trackable)
         if winners:
           fn = functools.partial(_winners_union, layer, spread_scale, spread_shift, order,
-                                 in_fn, k_in, k_out)
+                                 trackable, in_fn, k_in, k_out)
         else:
-          fn = functools.partial(_mask_union, layer, decision, order, in_fn, k_in, k_out)
+          fn = functools.partial(_mask_union, layer, decision, order, trackable, in_fn, k_in,
+                                 k_out)
         candidates.append(_Candidate("union", k_in, k_out, t, fn, union_sized=True))
 
-  name = "/".join(module.scope.path)
-  chosen = _select(candidates, path, model, None if profile is None else profile.get(name),
-                   allow)
+  chosen = _select(candidates, path, model, samples, allow)
 
   count_out = jnp.sum(union_out)
-  compact = None
+  compact = permuted = None
+  permuted_mode = trackable and any(c.plan == "union" for c in chosen)
+  if permuted_mode:  # every branch returns the union-first layout
+    chosen = [c if c.plan == "union" else dataclasses.replace(
+        c, fn=lambda c=c: jnp.take((lambda o: o[0] if isinstance(o, tuple) else o)(c.fn()),
+                                   order.perm, axis=-1)) for c in chosen]
   if len(chosen) == 1:
     selected = jnp.asarray(0, jnp.int32)
     out = chosen[0].fn()
@@ -596,20 +629,19 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
     branches = [(lambda c=c: (lambda out: out[0] if isinstance(out, tuple) else out)(c.fn()))
                 for c in chosen]
     dense = jax.lax.switch(selected, branches)
+  if permuted_mode:
+    permuted, dense = dense, jnp.take(dense, order.inverse, axis=-1)
   tracker.plans.append(PlanRecord(
       name=name, selected=selected, union_in=count_in,
       union_out=count_out, c_in=c_in, c_out=features,
       candidates=tuple((c.plan, c.k_in, c.k_out, c.cost) for c in chosen)))
 
-  if winners:
-    if residual is None:
-      with jax.ensure_compile_time_eval():
-        zero_fill = float(act(jnp.zeros((), jnp.float32))) == 0.0
-      if zero_fill:  # losers are exact zeros: the next layer may skip them
-        tracker.add(dense, ActiveSet(idx=decision.idx, compact=compact, union=union_out,
-                                     nonnegative=module.activation in _NONNEGATIVE))
-  elif residual is None or decision.after_residual:
-    tracker.add(dense, ActiveSet(mask=decision.mask, union=union_out))
+  if trackable:  # inactive channels are exact zeros: the next layer may skip them
+    tracker.add(dense, ActiveSet(
+        mask=None if winners else decision.mask, idx=decision.idx if winners else None,
+        compact=compact, union=union_out, permuted=permuted,
+        permuted_order=order if permuted_mode else None,
+        nonnegative=winners and module.activation in _NONNEGATIVE))
   return dense
 
 
