@@ -40,6 +40,8 @@ setuptools.setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["dynjax", "dynjax.*"]),
+    # The sparse executor's calibrated cost model.
+    package_data={"dynjax.sparse": ["cost_model.json"]},
     python_requires=">=3.10",
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
