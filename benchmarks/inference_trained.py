@@ -48,6 +48,7 @@ import jax.numpy as jnp
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from inference import active_fraction  # noqa: E402
 from timing import interleaved_best, table  # noqa: E402
 
 from dynjax import config_loading, models  # noqa: E402
@@ -82,14 +83,6 @@ def run_config(workdir: str):
 def build(config, dynamic):
   kwargs = dict(config.get("model_kwargs") or {})
   return models.create(config.model, num_classes=config.num_classes, dynamic=dynamic, **kwargs)
-
-
-def active_fraction(model, variables, x) -> float:
-  _, state = model.apply(variables, x, train=False, mutable=["dynamic"])
-  fractions = [float(jnp.mean(m)) for path, m in
-               jax.tree_util.tree_leaves_with_path(state["dynamic"])
-               if "mask" in jax.tree_util.keystr(path)]
-  return float(np.mean(fractions))
 
 
 def cycling(fn, variables, batches):

@@ -15,7 +15,6 @@ predicts each measurement. Run it with the machine otherwise idle.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
@@ -23,27 +22,9 @@ from dynjax.sparse import cost
 from dynjax.sparse.active_conv import scatter_channels
 
 
-def _best_time(fn, *args, min_seconds=0.02, rounds=3) -> float:
+def _best_time(fn, *args) -> float:
   """Best-of-rounds seconds per call of a jitted `fn` (compiled first)."""
-  import jax  # pylint: disable=import-outside-toplevel
-  jax.block_until_ready(fn(*args))
-  reps = 1
-  while True:  # enough calls per round to last min_seconds
-    start = time.perf_counter()
-    for _ in range(reps):
-      out = fn(*args)
-    jax.block_until_ready(out)
-    if time.perf_counter() - start >= min_seconds or reps >= 4096:
-      break
-    reps *= 4
-  best = float("inf")
-  for _ in range(rounds):
-    start = time.perf_counter()
-    for _ in range(reps):
-      out = fn(*args)
-    jax.block_until_ready(out)
-    best = min(best, (time.perf_counter() - start) / reps)
-  return best
+  return cost.best_seconds(fn, [args], min_seconds=0.02, rounds=3)
 
 
 def _nnls_relative(a: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ import functools
 import json
 import logging
 import os
+import time
 from typing import Any
 
 PACKAGED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cost_model.json")
@@ -170,6 +171,29 @@ def _load(path: str, platform: str) -> CostModel:
                   "coefficients. Calibrate with: python -m dynjax.sparse.calibrate", platform,
                   path)
   return CostModel(platform=platform)
+
+
+def best_seconds(fn, args_list, min_seconds: float = 0.05, rounds: int = 5) -> float:
+  """Best-of-rounds seconds per call of `fn(*args)`, cycling over `args_list`."""
+  import jax  # pylint: disable=import-outside-toplevel
+  jax.block_until_ready(fn(*args_list[0]))
+  reps = len(args_list)
+  while True:
+    start = time.perf_counter()
+    for i in range(reps):
+      out = fn(*args_list[i % len(args_list)])
+    jax.block_until_ready(out)
+    if time.perf_counter() - start >= min_seconds or reps >= 1024:
+      break
+    reps *= 2
+  best = float("inf")
+  for _ in range(rounds):
+    start = time.perf_counter()
+    for i in range(reps):
+      out = fn(*args_list[i % len(args_list)])
+    jax.block_until_ready(out)
+    best = min(best, (time.perf_counter() - start) / reps)
+  return best
 
 
 def default_cost_model(platform: str | None = None) -> CostModel:

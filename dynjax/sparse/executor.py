@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 from typing import Any, Callable, Mapping, Sequence
 
 import jax
@@ -64,9 +63,9 @@ from dynjax.layers.condconv import condconv_im2col, conv_nhwc
 from dynjax.layers.dynamic_conv import DynamicConv
 from dynjax.layers.gating import Mask, Pool, Winners
 from dynjax.layers.policy import Policy
-from dynjax.sparse.active_conv import (active_conv, active_indices, bucket_sizes,
-                                       gather_channels, scatter_channels)
-from dynjax.sparse.cost import CostModel, Geometry, default_cost_model
+from dynjax.sparse.active_conv import (active_conv, bucket_sizes, gather_channels,
+                                       scatter_channels)
+from dynjax.sparse.cost import CostModel, Geometry, best_seconds, default_cost_model
 
 DEFAULT_BUCKETS = (0.25, 0.5, 0.75, 1.0)
 PATHS = ("auto", "dense", "union", "per_example")
@@ -709,28 +708,6 @@ def sparse_apply(model: nn.Module, variables, x: jax.Array, *,
 VARIANTS = (PLANS, ("dense", "union"), ("dense", "per_example"), ("dense",))
 
 
-def _best_seconds(fn, args_list, min_seconds: float = 0.05, rounds: int = 5) -> float:
-  """Best-of-rounds seconds per call of `fn(*args)`, cycling over `args_list`."""
-  jax.block_until_ready(fn(*args_list[0]))
-  reps = len(args_list)
-  while True:
-    start = time.perf_counter()
-    for i in range(reps):
-      out = fn(*args_list[i % len(args_list)])
-    jax.block_until_ready(out)
-    if time.perf_counter() - start >= min_seconds or reps >= 1024:
-      break
-    reps *= 2
-  best = float("inf")
-  for _ in range(rounds):
-    start = time.perf_counter()
-    for i in range(reps):
-      out = fn(*args_list[i % len(args_list)])
-    jax.block_until_ready(out)
-    best = min(best, (time.perf_counter() - start) / reps)
-  return best
-
-
 class SparseExecutor:
   """A jitted `sparse_apply` for one model, specialised to the inputs it sees.
 
@@ -785,7 +762,7 @@ class SparseExecutor:
       self.allowed.pop(n, None)
       if measure and self.path == "auto":
         same = [(variables, x) for x in batches if x.shape[0] == n]
-        self.timings[n] = {a: _best_seconds(self._build(n, a), same) for a in VARIANTS}
+        self.timings[n] = {a: best_seconds(self._build(n, a), same) for a in VARIANTS}
         self.allowed[n] = min(self.timings[n], key=self.timings[n].get)
     return self
 
