@@ -201,7 +201,10 @@ def test_fit_profiles_counts_and_keeps_the_fastest_plan_set():
   assert len(executor.profiles[2]) == 8 and all(len(v) == 1 for v in executor.profiles[2].values())
   timings = executor.timings[2]
   assert set(timings) == set(VARIANTS)
-  assert executor.allowed[2] == min(timings, key=timings.get)
+  fastest = min(timings, key=timings.get)
+  assert executor.allowed[2] in (fastest, ("dense",))
+  if timings[fastest] < 0.95 * timings[("dense",)]:
+    assert executor.allowed[2] == fastest
   executor.fit(variables, [x[::-1]], measure=False)  # more samples, no timing
   assert all(len(v) == 2 for v in executor.profiles[2].values()) and 2 not in executor.allowed
   for samples, p in zip(executor.profiles[2].values(), executor.plans(variables, x)):

@@ -38,7 +38,8 @@ Per gated layer:
   (`SparseExecutor.fit`), only the union sizes that lower the expected cost
   over those samples are compiled in (each branch of the run-time choice
   costs time too), and `fit` times the resulting program against the same
-  with fewer plan kinds and against the all-dense plan, keeping the fastest.
+  with fewer plan kinds and against the all-dense plan, keeping the fastest
+  (a sparse one only when at least 5% faster).
   `path=` forces one plan (tests, measurements).
 
 The result is the dense output with zeros (the model's own code continues
@@ -706,6 +707,9 @@ def sparse_apply(model: nn.Module, variables, x: jax.Array, *,
 
 # The plan sets `SparseExecutor.fit(measure=True)` times against each other.
 VARIANTS = (PLANS, ("dense", "union"), ("dense", "per_example"), ("dense",))
+# ... and keeps a sparse one only when it measured at most this fraction of the
+# all-dense program's time.
+FIT_MARGIN = 0.95
 
 
 class SparseExecutor:
@@ -715,7 +719,8 @@ class SparseExecutor:
   and output channels each gated layer's batch union holds, compiles the
   plans those counts say will pay, and (`measure=True`) times that program
   against the same with fewer plan kinds and against the all-dense plan,
-  keeping the fastest: a cost-model error then cannot make the executor
+  keeping the fastest (a sparse one only if at least 5% faster than the
+  all-dense one): a cost-model error then cannot make the executor
   slower than the masked model on inputs like the samples. The first call at
   a batch size that was not fitted fits on that batch (`auto_fit`). Every
   input is computed exactly: a batch whose counts exceed the compiled union
@@ -762,8 +767,13 @@ class SparseExecutor:
       self.allowed.pop(n, None)
       if measure and self.path == "auto":
         same = [(variables, x) for x in batches if x.shape[0] == n]
-        self.timings[n] = {a: best_seconds(self._build(n, a), same) for a in VARIANTS}
-        self.allowed[n] = min(self.timings[n], key=self.timings[n].get)
+        timings = {a: best_seconds(self._build(n, a), same) for a in VARIANTS}
+        fastest = min(timings, key=timings.get)
+        # Sparse only when clearly faster: timings move by a few percent between
+        # runs, and the all-dense program is the masked model's work.
+        if timings[fastest] > FIT_MARGIN * timings[("dense",)]:
+          fastest = ("dense",)
+        self.timings[n], self.allowed[n] = timings, fastest
     return self
 
   def _build(self, batch: int | None, allow: tuple[str, ...]) -> Callable:
