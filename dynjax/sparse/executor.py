@@ -718,10 +718,10 @@ class SparseExecutor:
   `fit(variables, sample_batches)` observes, per batch size, how many input
   and output channels each gated layer's batch union holds, compiles the
   plans those counts say will pay, and (`measure=True`) times that program
-  against the same with fewer plan kinds and against the all-dense plan,
-  keeping the fastest (a sparse one only if at least 5% faster than the
-  all-dense one): a cost-model error then cannot make the executor
-  slower than the masked model on inputs like the samples. The first call at
+  against the same with fewer plan kinds and against the model's own masked
+  forward, keeping the fastest (a sparse one only if at least 5% faster):
+  a cost-model error then cannot make the executor slower than the masked
+  model on inputs like the samples. The first call at
   a batch size that was not fitted fits on that batch (`auto_fit`). Every
   input is computed exactly: a batch whose counts exceed the compiled union
   sizes runs each layer's fallback plan.
@@ -778,6 +778,9 @@ class SparseExecutor:
 
   def _build(self, batch: int | None, allow: tuple[str, ...]) -> Callable:
     key = (batch if batch in self.profiles else None, allow)
+    if key not in self._fns and allow == ("dense",) and self.path == "auto":
+      # Nothing sparse pays: run the model's own masked forward, exactly.
+      self._fns[key] = jax.jit(functools.partial(self.model.apply, train=False))
     if key not in self._fns:
       self._fns[key] = jax.jit(functools.partial(
           sparse_apply, self.model, bucket_fractions=self.bucket_fractions, path=self.path,
