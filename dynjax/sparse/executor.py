@@ -613,10 +613,10 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
   count_out = jnp.sum(union_out)
   compact = permuted = None
   permuted_mode = trackable and any(c.plan == "union" for c in chosen)
+  dense_of = lambda out: out[0] if isinstance(out, tuple) else out  # drop a compact form
   if permuted_mode:  # every branch returns the union-first layout
     chosen = [c if c.plan == "union" else dataclasses.replace(
-        c, fn=lambda c=c: jnp.take((lambda o: o[0] if isinstance(o, tuple) else o)(c.fn()),
-                                   order.perm, axis=-1)) for c in chosen]
+        c, fn=lambda c=c: jnp.take(dense_of(c.fn()), order.perm, axis=-1)) for c in chosen]
   if len(chosen) == 1:
     selected = jnp.asarray(0, jnp.int32)
     out = chosen[0].fn()
@@ -626,9 +626,7 @@ def sparse_dynamic_conv(module: DynamicConv, x: jax.Array, residual: jax.Array |
                           else jnp.asarray(True) for c in chosen])
     costs = jnp.asarray([c.cost for c in chosen], jnp.float32)
     selected = jnp.argmin(jnp.where(feasible, costs, jnp.inf)).astype(jnp.int32)
-    branches = [(lambda c=c: (lambda out: out[0] if isinstance(out, tuple) else out)(c.fn()))
-                for c in chosen]
-    dense = jax.lax.switch(selected, branches)
+    dense = jax.lax.switch(selected, [lambda c=c: dense_of(c.fn()) for c in chosen])
   if permuted_mode:
     permuted, dense = dense, jnp.take(dense, order.inverse, axis=-1)
   tracker.plans.append(PlanRecord(
