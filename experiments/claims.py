@@ -100,8 +100,13 @@ def _pct(density: float) -> str:
   return f"d={density:g}"
 
 
-def fbs_condconv_claims(densities: Sequence[float] = (0.5, 0.3, 0.25)) -> list[Claim]:
-  """The seed paper's Table-2 claims at each density, and the growing gap."""
+def fbs_condconv_claims(densities: Sequence[float] = (0.5, 0.3, 0.25), suffix: str = "",
+                        family: str = "fbs_condconv") -> list[Claim]:
+  """The seed paper's Table-2 claims at each density, and the growing gap.
+
+  `suffix` is appended to every row label (", 30 epochs" reads the rows of
+  the longer recipe) and to every claim's text.
+  """
   from experiments import paper_numbers as paper  # pylint: disable=g-import-not-at-top
   claims = []
 
@@ -116,17 +121,18 @@ def fbs_condconv_claims(densities: Sequence[float] = (0.5, 0.3, 0.25)) -> list[C
     for a, b, name_a, name_b in (("fbs_condconv", "fbs", "FBS-CondConv", "FBS"),
                                  ("fbs_condconv", "scp", "FBS-CondConv", "SCP"),
                                  ("scp_condconv", "scp", "SCP-CondConv", "SCP")):
-      claims.append(Claim(
-          "fbs_condconv", f"{name_a} beats {name_b} at {tag} (top-1)",
-          paper_text(a, b, d), (f"{name_a} {tag}", f"{name_b} {tag}"),
-          better_accuracy(f"{name_a} {tag}", f"{name_b} {tag}")))
+      la, lb = f"{name_a} {tag}{suffix}", f"{name_b} {tag}{suffix}"
+      claims.append(Claim(family, f"{name_a} beats {name_b} at {tag}{suffix} (top-1)",
+                          paper_text(a, b, d), (la, lb), better_accuracy(la, lb)))
+  if len(densities) < 2:
+    return claims
   low, high = min(densities), max(densities)
   pl = paper.seed_table2("fbs_condconv", low).top1 - paper.seed_table2("scp", low).top1
   ph = paper.seed_table2("fbs_condconv", high).top1 - paper.seed_table2("scp", high).top1
-  labels = (f"FBS-CondConv {_pct(low)}", f"SCP {_pct(low)}", f"FBS-CondConv {_pct(high)}",
-            f"SCP {_pct(high)}")
+  labels = (f"FBS-CondConv {_pct(low)}{suffix}", f"SCP {_pct(low)}{suffix}",
+            f"FBS-CondConv {_pct(high)}{suffix}", f"SCP {_pct(high)}{suffix}")
   claims.append(Claim(
-      "fbs_condconv", f"the FBS-CondConv - SCP gap grows as d falls ({_pct(high)} -> {_pct(low)})",
+      family, f"the FBS-CondConv - SCP gap grows as d falls ({_pct(high)} -> {_pct(low)}){suffix}",
       f"{ph:+.2f} at {_pct(high)} -> {pl:+.2f} at {_pct(low)}", labels, growing_gap(*labels)))
   return claims
 
@@ -337,24 +343,15 @@ def fbs_variant_claims(density: float = 0.25) -> list[Claim]:
 
 def convergence_claims() -> list[Claim]:
   """The budget check (what twice the epochs adds to a 15-epoch row), and the
-  seed paper's d = 0.25 claims answered again from the 30-epoch rows."""
+  seed paper's Table-2 claims answered again from the 30-epoch rows."""
   claims = []
   for base in ("dense", "FBS-CondConv d=0.25"):
     longer = f"{base}, 30 epochs"
     claims.append(Claim(
         "convergence", f"30 epochs beat 15 for {base} (top-1)",
         "budget check (not a paper claim)", (longer, base), better_accuracy(longer, base)))
-  from experiments import paper_numbers as paper  # pylint: disable=g-import-not-at-top
-  for a, b, name_a, name_b in (("fbs_condconv", "fbs", "FBS-CondConv", "FBS"),
-                               ("fbs_condconv", "scp", "FBS-CondConv", "SCP"),
-                               ("scp_condconv", "scp", "SCP-CondConv", "SCP")):
-    pa, pb = paper.seed_table2(a, 0.25), paper.seed_table2(b, 0.25)
-    text = ("not in Table 2 (FBS alone appears only in a figure)" if pa is None or pb is None
-            else f"{pa.top1:.2f} vs {pb.top1:.2f} ({pa.top1 - pb.top1:+.2f})")
-    la, lb = f"{name_a} d=0.25, 30 epochs", f"{name_b} d=0.25, 30 epochs"
-    claims.append(Claim("convergence", f"{name_a} beats {name_b} at d=0.25, 30 epochs (top-1)",
-                        text, (la, lb), better_accuracy(la, lb)))
-  return claims
+  return claims + fbs_condconv_claims((0.25, 0.5, 0.3), suffix=", 30 epochs",
+                                      family="convergence")
 
 
 def ftwt_budget_claims(arch: str = "vgg16_bn") -> list[Claim]:

@@ -31,6 +31,21 @@ def test_sweep_sizes_and_dependency_order():
     sweeps.get_sweep("nope")
 
 
+def test_every_study_claim_reads_rows_its_sweep_makes():
+  from experiments import claims  # pylint: disable=g-import-not-at-top
+  for name in sweeps.SWEEPS:
+    labels = {j.label for j in sweeps.get_sweep(name) + sweeps.compared_rows(name)}
+    for claim in claims.for_sweep(name):
+      assert set(claim.rows) <= labels, (name, claim.text, set(claim.rows) - labels)
+  convergence = claims.for_sweep("cpu_convergence")
+  # The budget checks, then Table 2's three comparisons at each density and the growing gap.
+  assert len(convergence) == 2 + 3 * 3 + 1
+  assert len(sweeps.get_sweep("cpu_convergence")) == len(sweeps.STUDY_SEEDS) * (2 + 3 + 4 + 4)
+  gap = convergence[-1]
+  assert gap.rows == ("FBS-CondConv d=0.25, 30 epochs", "SCP d=0.25, 30 epochs",
+                      "FBS-CondConv d=0.5, 30 epochs", "SCP d=0.5, 30 epochs")
+
+
 def test_scaled_milestones():
   # 81*3/200 = 1.2 -> 1, 122*3/200 = 1.8 -> 2, 151*3/200 = 2.3 -> 2.
   assert sweeps.scaled_milestones((81, 122, 151), 3, 200) == "(1,2,)"
