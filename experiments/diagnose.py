@@ -9,6 +9,12 @@ the trained network (eval mode) and reports, per gated layer:
 - `active`: mean fraction of active output channels per example;
 - `union`: fraction of channels active for at least one test example, and
   `dead`: fraction never active;
+- how much the decision depends on the input: `always`, the fraction of
+  channels active for every example; `varies` = `union` - `always`, the
+  fraction whose decision changes between examples; and `flip`, the mean
+  (over examples and channels) disagreement of an example's mask with the
+  channel's majority decision, min(p, 1 - p) for a channel on for a fraction
+  p of the examples (0 for a mask that never changes, 0.5 at most);
 - FBS: `zero_win`, the fraction of winners whose saliency is 0 (they emit
   act(beta) under the `exact_k` tie rule and 0 under `strict`), and the
   saliency's mean and standard deviation over (example, channel);
@@ -57,9 +63,11 @@ def layer_statistics(dynamic_batches: Sequence[dict]) -> dict[str, dict[str, flo
   for path, entries in merged.items():
     e = {k: np.concatenate(v, axis=0) for k, v in entries.items()}
     mask = e["mask"] > 0.5
-    ever = mask.any(axis=0)
+    ever, always, freq = mask.any(axis=0), mask.all(axis=0), mask.mean(axis=0)
     row = {"active": float(mask.mean()), "union": float(ever.mean()),
-           "dead": float(1.0 - ever.mean())}
+           "dead": float(1.0 - ever.mean()), "always": float(always.mean()),
+           "varies": float(ever.mean() - always.mean()),
+           "flip": float(np.minimum(freq, 1.0 - freq).mean())}
     if "saliency" in e:
       g = e["saliency"]
       row["zero_win"] = float((mask & (g <= 0)).sum() / max(mask.sum(), 1))
@@ -111,13 +119,39 @@ def markdown(name: str, layers: dict[str, dict[str, float]]) -> str:
   return "\n".join(lines)
 
 
+SUMMARY_KEYS = ("active", "union", "always", "varies", "flip")
+
+
+def summary_table(rows: dict[str, list[dict[str, dict[str, float]]]]) -> str:
+  """One line per study row: each of `SUMMARY_KEYS` averaged over the row's
+  gated layers, then mean ± 95% interval over its seeds.
+
+  Args:
+    rows: `{row label: [layer statistics of one seed, ...]}`.
+  """
+  from experiments import stats  # pylint: disable=g-import-not-at-top
+  lines = ["| row | seeds | gated layers | " + " | ".join(SUMMARY_KEYS) + " |",
+           "|---|---:|---:|" + "---:|" * len(SUMMARY_KEYS)]
+  for label, seeds in rows.items():
+    cells = []
+    for key in SUMMARY_KEYS:
+      per_seed = [sum(layer[key] for layer in layers.values()) / len(layers) for layers in seeds]
+      cells.append(stats.estimate(per_seed).text(".3f"))
+    lines.append(f"| {label} | {len(seeds)} | {len(seeds[0])} | " + " | ".join(cells) + " |")
+  return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("sweep", choices=sorted(sweeps.SWEEPS))
   parser.add_argument("--workdir_root", default="workdirs")
   parser.add_argument("--data", default=None, help="the --data the sweep was run with")
   parser.add_argument("--only", default=None, help="regular expression on job names")
+  parser.add_argument("--summary", default=None,
+                      help="also write a per-row summary (layer means, 95%% CI over seeds) "
+                           "as markdown to this file")
   args = parser.parse_args(argv)
+  by_row: dict[str, list] = {}
   for job in run_lib.select(sweeps.get_sweep(args.sweep), args.only):
     workdir = os.path.join(args.workdir_root, job.name)
     if results_lib.read_job(workdir).status != "done":
@@ -131,6 +165,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     with open(os.path.join(workdir, DIAGNOSIS_FILE), "w", encoding="utf-8") as f:
       json.dump(layers, f, indent=1)
     print(markdown(job.name, layers) + "\n")
+    by_row.setdefault(job.label, []).append(layers)
+  if args.summary and by_row:
+    with open(args.summary, "w", encoding="utf-8") as f:
+      f.write(summary_table(by_row) + "\n")
+    print(summary_table(by_row))
   return 0
 
 

@@ -161,6 +161,15 @@ def test_layer_statistics_by_hand():
   assert row["active"] == 0.5 and row["union"] == 0.75 and row["dead"] == 0.25
   # Winners: 6, of which saliency 0 at (row 0, ch 1) twice -> 2/6.
   assert row["zero_win"] == pytest.approx(2 / 6)
+  # Channel 0 is on for all three rows, 1 for two, 2 for one, 3 for none.
+  assert row["always"] == 0.25 and row["varies"] == 0.5
+  assert row["flip"] == pytest.approx((0 + 1 / 3 + 1 / 3 + 0) / 4)
+  static = diagnose.layer_statistics([{"conv0": {"mask": np.array([[1, 0, 1]] * 5, np.float32)}}])
+  assert static["conv0"]["varies"] == 0.0 and static["conv0"]["flip"] == 0.0
+  table = diagnose.summary_table({"FBS": [stats_fbs, stats_fbs], "static": [static]})
+  lines = table.splitlines()
+  assert lines[2].startswith("| FBS | 2 | 1 | 0.500 ± 0.000 | 0.750 ± 0.000 | 0.250 ± 0.000")
+  assert lines[3] == "| static | 1 | 1 | 0.667 | 0.667 | 0.667 | 0.000 | 0.000 |"
   row = diagnose.layer_statistics([ftwt])["conv0"]
   assert row["mask_acc"] == 0.75 and row["target_active"] == 0.75
   assert row["logit_mean"] == 0.0 and row["logit_std"] == pytest.approx(np.sqrt(5.0))
