@@ -19,7 +19,9 @@ the trained network (eval mode) and reports, per gated layer:
   act(beta) under the `exact_k` tie rule and 0 under `strict`), and the
   saliency's mean and standard deviation over (example, channel);
 - FTWT: `mask_acc`, agreement of the gate's mask with its target, the
-  target's own active fraction, and the gate logits' mean and std.
+  target's own active fraction and `target_flip` (its `flip`: a gate that
+  ignores the input can reach at most 1 - `target_flip` mask accuracy), and
+  the gate logits' mean and std.
 
 Writes `diagnosis.json` into each run's workdir and prints a markdown table.
 """
@@ -76,6 +78,10 @@ def layer_statistics(dynamic_batches: Sequence[dict]) -> dict[str, dict[str, flo
       target = e["target"] > 0.5
       row["mask_acc"] = float((mask == target).mean())
       row["target_active"] = float(target.mean())
+      # The best input-independent gate (each channel always at its target's
+      # majority) agrees with the target on 1 - target_flip of the decisions.
+      target_freq = target.mean(axis=0)
+      row["target_flip"] = float(np.minimum(target_freq, 1.0 - target_freq).mean())
     if "gate_logits" in e:
       row["logit_mean"] = float(e["gate_logits"].mean())
       row["logit_std"] = float(e["gate_logits"].std())
@@ -96,7 +102,8 @@ def diagnose(config, workdir: str, max_examples: int = 1024) -> dict[str, dict[s
   source = create_source(config.dataset)
   pipeline = InputPipeline(source, config.dataset, config.batch_size, config.eval_batch_size,
                            config.seed, 1)
-  apply = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["dynamic"])[1]["dynamic"])
+  apply = jax.jit(lambda v, x: model.apply(v, x, train=False, mutable=["dynamic"])[1].get(
+      "dynamic", {}))
   collections, seen = [], 0
   for batch in pipeline.eval_batches():
     images = np.asarray(batch["image"])
@@ -119,7 +126,7 @@ def markdown(name: str, layers: dict[str, dict[str, float]]) -> str:
   return "\n".join(lines)
 
 
-SUMMARY_KEYS = ("active", "union", "always", "varies", "flip")
+SUMMARY_KEYS = ("active", "union", "always", "varies", "flip", "mask_acc", "target_flip")
 
 
 def summary_table(rows: dict[str, list[dict[str, dict[str, float]]]]) -> str:
@@ -135,7 +142,8 @@ def summary_table(rows: dict[str, list[dict[str, dict[str, float]]]]) -> str:
   for label, seeds in rows.items():
     cells = []
     for key in SUMMARY_KEYS:
-      per_seed = [sum(layer[key] for layer in layers.values()) / len(layers) for layers in seeds]
+      per_seed = [sum(layer[key] for layer in layers.values()) / len(layers) for layers in seeds
+                  if all(key in layer for layer in layers.values())]
       cells.append(stats.estimate(per_seed).text(".3f"))
     lines.append(f"| {label} | {len(seeds)} | {len(seeds[0])} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
@@ -162,6 +170,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = macs_lib.load_config(job.config, job.arg,
                                   run_lib.job_overrides(job, args.workdir_root, args.data))
     layers = diagnose(config, workdir)
+    if not layers:
+      print(f"[skip] {job.name}: no gated layers", file=sys.stderr)
+      continue
     with open(os.path.join(workdir, DIAGNOSIS_FILE), "w", encoding="utf-8") as f:
       json.dump(layers, f, indent=1)
     print(markdown(job.name, layers) + "\n")

@@ -169,9 +169,16 @@ def test_layer_statistics_by_hand():
   table = diagnose.summary_table({"FBS": [stats_fbs, stats_fbs], "static": [static]})
   lines = table.splitlines()
   assert lines[2].startswith("| FBS | 2 | 1 | 0.500 ± 0.000 | 0.750 ± 0.000 | 0.250 ± 0.000")
-  assert lines[3] == "| static | 1 | 1 | 0.667 | 0.667 | 0.667 | 0.000 | 0.000 |"
+  assert lines[2].endswith("| – | – |")  # no targets in FBS
+  assert lines[3] == "| static | 1 | 1 | 0.667 | 0.667 | 0.667 | 0.000 | 0.000 | – | – |"
   row = diagnose.layer_statistics([ftwt])["conv0"]
   assert row["mask_acc"] == 0.75 and row["target_active"] == 0.75
+  assert row["target_flip"] == 0.0  # one example: nothing varies
+  two = {"conv0": {"mask": np.array([[1, 1, 1, 0]] * 2, np.float32),
+                   "target": np.array([[1, 1, 1, 0], [0, 1, 1, 0]], np.float32)}}
+  fixed = diagnose.layer_statistics([two])["conv0"]
+  # Channel 0's target is on for half the examples: the best fixed gate gets 7 of 8 right.
+  assert fixed["target_flip"] == 0.125 and fixed["mask_acc"] == 1 - 0.125 and fixed["flip"] == 0.0
   assert row["logit_mean"] == 0.0 and row["logit_std"] == pytest.approx(np.sqrt(5.0))
 
 
