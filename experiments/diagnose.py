@@ -24,6 +24,16 @@ the trained network (eval mode) and reports, per gated layer:
   the gate logits' mean and std.
 
 Writes `diagnosis.json` into each run's workdir and prints a markdown table.
+
+`--probe` (FTWT runs on an in-memory dataset) asks whether a gate *could*
+have been input-dependent: per gated layer it fits a linear classifier (least squares
+to +-1 targets, one per output channel, decision = sign) from exactly the
+features the gate head reads (its input pooled over space, softmaxed over
+channels when the gate does) to the layer's targets, on the training images,
+and scores it on the test images (`probe_acc`), beside the trained gate's `mask_acc` and the best fixed gate's
+`1 - target_flip`. A probe well above the fixed gate while the gate sits at
+it means the targets are predictable from the gate's input and the gate did
+not learn to (an optimisation or budget limit, not the head's capacity).
 """
 
 from __future__ import annotations
@@ -40,6 +50,7 @@ from experiments import run as run_lib
 from experiments import sweeps
 
 DIAGNOSIS_FILE = "diagnosis.json"
+PROBE_FILE = "probe.json"
 
 
 def layer_statistics(dynamic_batches: Sequence[dict]) -> dict[str, dict[str, float]]:
@@ -116,6 +127,81 @@ def diagnose(config, workdir: str, max_examples: int = 1024) -> dict[str, dict[s
   return layer_statistics(collections)
 
 
+def _gate_features_and_targets(model, variables, images: "np.ndarray", batch: int = 256):
+  """`{layer_path: (features [N, C_in], target [N, C_out], mask [N, C_out])}`:
+  what each FTWT gate head reads (pooled input, softmaxed when the gate does)
+  and the layer's recorded target and mask, over `images` (eval mode)."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from dynjax.layers.ftwt import FTWTGate  # pylint: disable=g-import-not-at-top
+  from dynjax.layers.gating import Pool, gated_layers  # pylint: disable=g-import-not-at-top
+
+  def forward(v, x):
+    seen = {}
+
+    def capture(next_fun, args, kwargs, context):
+      gate = context.module
+      if isinstance(gate, FTWTGate) and context.method_name == "__call__":
+        pooled = (Pool(args[0]).mean() if gate.pool == "avg" else Pool(args[0]).max())[0]
+        seen["/".join(gate.scope.path[:-1])] = (
+            jax.nn.softmax(pooled, axis=-1) if gate.softmax else pooled)
+      return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(capture):
+      dynamic = model.apply(v, x, train=False, mutable=["dynamic"])[1].get("dynamic", {})
+    return {path: (seen[path], e["target"], e["mask"]) for path, e in gated_layers(dynamic)
+            if path in seen and "target" in e}
+
+  forward = jax.jit(forward)
+  parts = [jax.tree.map(np.asarray, forward(variables, images[i:i + batch]))
+           for i in range(0, len(images), batch)]
+  return {path: tuple(np.concatenate([p[path][j] for p in parts]) for j in range(3))
+          for path in parts[0]}
+
+
+def probe(config, workdir: str) -> dict[str, dict[str, float]]:
+  """Linear probes of each FTWT layer's targets from its gate's input
+  (see the module docstring); needs an in-memory (`npz`/array) dataset."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from dynjax.data import create_source  # pylint: disable=g-import-not-at-top
+  from dynjax.train import checkpoints as ckpt_lib  # pylint: disable=g-import-not-at-top
+  from dynjax.train.trainer import build_model  # pylint: disable=g-import-not-at-top
+
+  source = create_source(config.dataset)
+  if source.arrays is None:
+    raise ValueError("--probe needs an in-memory dataset (dataset.name='npz' or arrays); "
+                     f"{source.name!r} streams from tfds")
+  model = build_model(config)
+  variables = ckpt_lib.load_checkpoint_variables(workdir)
+  train = _gate_features_and_targets(model, variables, np.asarray(source.arrays["train"][0]))
+  test = _gate_features_and_targets(model, variables, np.asarray(source.arrays["test"][0]))
+  return probe_scores(train, test)
+
+
+def probe_scores(train: dict, test: dict) -> dict[str, dict[str, float]]:
+  """Fits the probes on `train` and scores them on `test` (both
+  `{layer: (features, target, mask)}`): `probe_acc`, `fixed_acc` (each
+  channel at its training majority) and the gate's `mask_acc`, on `test`."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from sklearn.linear_model import Ridge  # pylint: disable=g-import-not-at-top
+  from sklearn.preprocessing import StandardScaler  # pylint: disable=g-import-not-at-top
+  out = {}
+  for path, (x_train, t_train, _) in train.items():
+    x_test, t_test, m_test = test[path]
+    scaler = StandardScaler().fit(x_train)
+    t_train, t_test = t_train > 0.5, t_test > 0.5
+    # One least-squares fit to +-1 targets for all channels at once, sign as the
+    # decision: a linear classifier of the gate's own features, as a gate is.
+    ridge = Ridge(alpha=1.0).fit(scaler.transform(x_train), np.where(t_train, 1.0, -1.0))
+    predicted = ridge.predict(scaler.transform(x_test)) > 0
+    majority = t_train.mean(axis=0) >= 0.5
+    out[path] = {"probe_acc": float((predicted == t_test).mean()),
+                 "fixed_acc": float((t_test == majority[None]).mean()),
+                 "mask_acc": float(((m_test > 0.5) == t_test).mean())}
+  return out
+
+
 def markdown(name: str, layers: dict[str, dict[str, float]]) -> str:
   keys = sorted({k for row in layers.values() for k in row})
   lines = [f"**{name}**", "", "| layer | " + " | ".join(keys) + " |",
@@ -127,21 +213,23 @@ def markdown(name: str, layers: dict[str, dict[str, float]]) -> str:
 
 
 SUMMARY_KEYS = ("active", "union", "always", "varies", "flip", "mask_acc", "target_flip")
+PROBE_KEYS = ("mask_acc", "fixed_acc", "probe_acc")
 
 
-def summary_table(rows: dict[str, list[dict[str, dict[str, float]]]]) -> str:
-  """One line per study row: each of `SUMMARY_KEYS` averaged over the row's
+def summary_table(rows: dict[str, list[dict[str, dict[str, float]]]],
+                  keys: Sequence[str] = SUMMARY_KEYS) -> str:
+  """One line per study row: each of `keys` averaged over the row's
   gated layers, then mean ± 95% interval over its seeds.
 
   Args:
     rows: `{row label: [layer statistics of one seed, ...]}`.
   """
   from experiments import stats  # pylint: disable=g-import-not-at-top
-  lines = ["| row | seeds | gated layers | " + " | ".join(SUMMARY_KEYS) + " |",
-           "|---|---:|---:|" + "---:|" * len(SUMMARY_KEYS)]
+  lines = ["| row | seeds | gated layers | " + " | ".join(keys) + " |",
+           "|---|---:|---:|" + "---:|" * len(keys)]
   for label, seeds in rows.items():
     cells = []
-    for key in SUMMARY_KEYS:
+    for key in keys:
       per_seed = [sum(layer[key] for layer in layers.values()) / len(layers) for layers in seeds
                   if all(key in layer for layer in layers.values())]
       cells.append(stats.estimate(per_seed).text(".3f"))
@@ -155,6 +243,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   parser.add_argument("--workdir_root", default="workdirs")
   parser.add_argument("--data", default=None, help="the --data the sweep was run with")
   parser.add_argument("--only", default=None, help="regular expression on job names")
+  parser.add_argument("--probe", action="store_true",
+                      help="FTWT runs: fit linear probes of the targets from the gates' inputs")
   parser.add_argument("--summary", default=None,
                       help="also write a per-row summary (layer means, 95%% CI over seeds) "
                            "as markdown to this file")
@@ -169,18 +259,20 @@ def main(argv: Sequence[str] | None = None) -> int:
       continue
     config = macs_lib.load_config(job.config, job.arg,
                                   run_lib.job_overrides(job, args.workdir_root, args.data))
-    layers = diagnose(config, workdir)
+    layers = probe(config, workdir) if args.probe else diagnose(config, workdir)
     if not layers:
       print(f"[skip] {job.name}: no gated layers", file=sys.stderr)
       continue
-    with open(os.path.join(workdir, DIAGNOSIS_FILE), "w", encoding="utf-8") as f:
+    out_file = PROBE_FILE if args.probe else DIAGNOSIS_FILE
+    with open(os.path.join(workdir, out_file), "w", encoding="utf-8") as f:
       json.dump(layers, f, indent=1)
     print(markdown(job.name, layers) + "\n")
     by_row.setdefault(job.label, []).append(layers)
   if args.summary and by_row:
+    table = summary_table(by_row, PROBE_KEYS if args.probe else SUMMARY_KEYS)
     with open(args.summary, "w", encoding="utf-8") as f:
-      f.write(summary_table(by_row) + "\n")
-    print(summary_table(by_row))
+      f.write(table + "\n")
+    print(table)
   return 0
 
 

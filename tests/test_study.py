@@ -268,3 +268,45 @@ def test_ftwt_budget_claims_compare_the_longer_baseline(tmp_path):
   outcomes = [o for _, o in claims.evaluate(claims.for_sweep("cpu_ftwt_budget"), rows)]
   assert [o.verdict for o in outcomes] == ["holds", "holds"]
   assert [o.value.mean for o in outcomes] == [pytest.approx(5.0), pytest.approx(2.0)]
+
+
+def test_probe_features_are_what_the_gate_reads():
+  """The captured features, through each gate's own fc, give its recorded logits,
+  and the targets/masks are the layer's."""
+  import jax
+  import numpy as np
+  from experiments import diagnose
+  from dynjax import models
+  from dynjax.layers.gating import gated_layers
+  from flax import traverse_util
+  model = models.create("mcifarnet", dynamic=dict(method="ftwt", mass=0.9), width_multiplier=0.125)
+  x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (12, 10, 10, 3)))
+  variables = model.init(jax.random.PRNGKey(1), x[:2], train=False)
+  captured = diagnose._gate_features_and_targets(model, variables, x, batch=5)
+  _, state = model.apply(variables, x, train=False, mutable=["dynamic"])
+  recorded = dict(gated_layers(state["dynamic"]))
+  params = traverse_util.flatten_dict(variables["params"], sep="/")
+  assert set(captured) == set(recorded) and len(captured) >= 3
+  for path, (features, target, mask) in captured.items():
+    assert features.shape[0] == 12
+    np.testing.assert_allclose(features.sum(axis=1), 1.0, rtol=1e-5)  # softmax over channels
+    logits = features @ params[f"{path}/gate/fc/kernel"] + params[f"{path}/gate/fc/bias"]
+    np.testing.assert_allclose(logits, recorded[path]["gate_logits"], rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(target, recorded[path]["target"])
+    np.testing.assert_array_equal(mask, recorded[path]["mask"])
+
+
+def test_probe_scores_by_hand():
+  import numpy as np
+  from experiments import diagnose
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(400, 5))
+  # Channel 0 follows the sign of feature 2 (learnable), channel 1 is always on.
+  target = np.stack([x[:, 2] > 0, np.ones(400, bool)], axis=1).astype(np.float32)
+  mask = np.ones_like(target)  # a gate that ignores its input: always on
+  train = {"conv0": (x[:300], target[:300], mask[:300])}
+  test = {"conv0": (x[300:], target[300:], mask[300:])}
+  row = diagnose.probe_scores(train, test)["conv0"]
+  on = target[300:, 0].mean()
+  assert row["mask_acc"] == row["fixed_acc"] == (on + 1) / 2  # majority of channel 0 is on
+  assert row["probe_acc"] > 0.97
