@@ -368,6 +368,24 @@ def ftwt_budget_claims(arch: str = "vgg16_bn") -> list[Claim]:
   ]
 
 
+def ftwt_gate_claims(arch: str = "vgg16_bn", row: str = "r=0.85 decoupled") -> list[Claim]:
+  """Does the FTWT gate without its softmax prune more, and still keep accuracy?"""
+  plain, nosoftmax = f"{arch} {row}", f"{arch} {row} (no gate softmax)"
+  base = f"{arch} baseline"
+  return [
+      Claim("ftwt_gates", f"without the gate softmax FTWT prunes more ({arch} {row})",
+            "implementation check (not a paper claim)", (nosoftmax, plain),
+            prunes_more(nosoftmax, plain), unit="% MACs"),
+      Claim("ftwt_gates", f"accuracy holds without the gate softmax ({arch} {row}): "
+            f"loses < {ACCURACY_MARGIN:g} points",
+            "implementation check (not a paper claim)", (nosoftmax, base),
+            accuracy_within(nosoftmax, base, ACCURACY_MARGIN)),
+      Claim("ftwt_gates", f"FTWT without the gate softmax beats a static network of at least its "
+            f"MACs ({arch} {row})", "implied (dynamic beats static pruning)",
+            (nosoftmax,), beats_static(nosoftmax, FTWT_STATIC[arch])),
+  ]
+
+
 def for_sweep(sweep: str) -> list[Claim]:
   """The claims a study sweep answers (none for other sweeps)."""
   if sweep == "cpu_fbs_condconv":
@@ -380,4 +398,6 @@ def for_sweep(sweep: str) -> list[Claim]:
     return convergence_claims()
   if sweep == "cpu_ftwt_budget":
     return ftwt_budget_claims()
+  if sweep == "cpu_ftwt_gates":
+    return ftwt_gate_claims()
   return []

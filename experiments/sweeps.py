@@ -297,6 +297,31 @@ def study_ftwt_budget_jobs(seeds=STUDY_SEEDS, archs=("vgg16_bn",)) -> list[Job]:
   return jobs
 
 
+def study_ftwt_gate_jobs(seeds=STUDY_SEEDS, arch="vgg16_bn", row="r=0.85 decoupled") -> list[Job]:
+  """A diagnosis of FTWT's near-static gates: one `cpu_ftwt` row again with the
+  gate head's softmax over the pooled channels switched off.
+
+  The trained gates of every `cpu_ftwt` row reach exactly the mask accuracy
+  of a fixed (input-independent) gate, while a linear probe of the same
+  features predicts the targets far better (`experiments.diagnose --probe`).
+  The softmax squeezes the head's input to values near 1/C_in, which leaves
+  the input-dependent part of the logits tiny; without it the head reads the
+  pooled activations themselves. The baselines it starts from are `cpu_ftwt`'s
+  (listed first, so finished ones are skipped).
+  """
+  jobs = []
+  for seed in seeds:
+    rows = [job for job in study_ftwt_jobs(seeds=(seed,), archs=(arch,))
+            if job.label in (f"{arch} baseline", f"{arch} {row}")]
+    base, gated = rows
+    jobs.append(base)
+    jobs.append(dataclasses.replace(
+        gated.with_overrides(("dynamic.gate_softmax", "False")),
+        name=gated.name.replace(f"_s{seed}", f"_nosoftmax_s{seed}"),
+        label=f"{gated.label} (no gate softmax)", series=f"{gated.series} (no gate softmax)"))
+  return jobs
+
+
 SWEEPS: dict[str, Callable[[], list[Job]]] = {
     "ftwt_cifar10": ftwt_cifar10_jobs,
     "ftwt_imagenet": ftwt_imagenet_jobs,
@@ -306,6 +331,7 @@ SWEEPS: dict[str, Callable[[], list[Job]]] = {
     "cpu_ftwt": study_ftwt_jobs,
     "cpu_convergence": study_convergence_jobs,
     "cpu_ftwt_budget": study_ftwt_budget_jobs,
+    "cpu_ftwt_gates": study_ftwt_gate_jobs,
 }
 
 
@@ -323,6 +349,9 @@ def compared_rows(name: str) -> list[Job]:
   elif name == "cpu_ftwt_budget":
     return [job for job in study_ftwt_jobs(archs=("vgg16_bn",))
             if "r=" in job.label or job.label.endswith(("baseline", "w=0.75"))]
+  elif name == "cpu_ftwt_gates":
+    return [job for job in study_ftwt_jobs(archs=("vgg16_bn",))
+            if job.label.endswith(("r=0.85 decoupled", "static w=0.5", "static w=0.75"))]
   else:
     return []
   return [job for job in study_fbs_condconv_jobs() if job.label in labels]
