@@ -210,3 +210,12 @@ def test_fit_profiles_counts_and_keeps_the_fastest_plan_set():
   for samples, p in zip(executor.profiles[2].values(), executor.plans(variables, x)):
     for u_in, u_out in samples:
       assert 0 < u_out <= p["c_out"] and 0 < u_in <= p["c_in"]
+
+
+def test_interleaved_seconds_orders_programs_by_work():
+  from dynjax.sparse.cost import interleaved_seconds
+  light = jax.jit(lambda x: x.sum())
+  heavy = jax.jit(lambda x: (x @ x @ x).sum())
+  x = jnp.ones((192, 192), jnp.float32)
+  t_light, t_heavy = interleaved_seconds([light, heavy], [(x,)], min_seconds=0.01, rounds=3)
+  assert 0 < t_light < t_heavy

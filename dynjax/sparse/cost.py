@@ -34,7 +34,7 @@ import json
 import logging
 import os
 import time
-from typing import Any
+from typing import Any, Sequence
 
 PACKAGED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cost_model.json")
 ENV_VAR = "DYNJAX_COST_MODEL"
@@ -194,6 +194,39 @@ def best_seconds(fn, args_list, min_seconds: float = 0.05, rounds: int = 5) -> f
     jax.block_until_ready(out)
     best = min(best, (time.perf_counter() - start) / reps)
   return best
+
+
+def interleaved_seconds(fns: Sequence, args_list, min_seconds: float = 0.05,
+                        rounds: int = 7) -> list[float]:
+  """Median seconds per call of each of `fns`, timed in interleaved rounds.
+
+  Each round times every function once, in turn, on the same calls (cycling
+  over `args_list`), so a slow spell of the machine hits all of them; the
+  median over rounds ignores a lucky or unlucky round. Used to choose between
+  programs whose times differ by a few percent.
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  for fn in fns:
+    jax.block_until_ready(fn(*args_list[0]))
+  reps = len(args_list)
+  while True:  # enough calls per round for the slowest function to take min_seconds
+    start = time.perf_counter()
+    for fn in fns:
+      for i in range(reps):
+        out = fn(*args_list[i % len(args_list)])
+      jax.block_until_ready(out)
+    if time.perf_counter() - start >= min_seconds * len(fns) or reps >= 1024:
+      break
+    reps *= 2
+  per_round = [[] for _ in fns]
+  for _ in range(rounds):
+    for k, fn in enumerate(fns):
+      start = time.perf_counter()
+      for i in range(reps):
+        out = fn(*args_list[i % len(args_list)])
+      jax.block_until_ready(out)
+      per_round[k].append((time.perf_counter() - start) / reps)
+  return [float(sorted(t)[len(t) // 2]) for t in per_round]
 
 
 def default_cost_model(platform: str | None = None) -> CostModel:

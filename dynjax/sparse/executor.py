@@ -66,7 +66,7 @@ from dynjax.layers.gating import Mask, Pool, Winners
 from dynjax.layers.policy import Policy
 from dynjax.sparse.active_conv import (active_conv, bucket_sizes, gather_channels,
                                        scatter_channels)
-from dynjax.sparse.cost import CostModel, Geometry, best_seconds, default_cost_model
+from dynjax.sparse.cost import CostModel, Geometry, default_cost_model, interleaved_seconds
 
 DEFAULT_BUCKETS = (0.25, 0.5, 0.75, 1.0)
 PATHS = ("auto", "dense", "union", "per_example")
@@ -765,7 +765,8 @@ class SparseExecutor:
       self.allowed.pop(n, None)
       if measure and self.path == "auto":
         same = [(variables, x) for x in batches if x.shape[0] == n]
-        timings = {a: best_seconds(self._build(n, a), same) for a in VARIANTS}
+        seconds = interleaved_seconds([self._build(n, a) for a in VARIANTS], same)
+        timings = dict(zip(VARIANTS, seconds))
         fastest = min(timings, key=timings.get)
         # Sparse only when clearly faster: timings move by a few percent between
         # runs, and the all-dense program is the masked model's work.
