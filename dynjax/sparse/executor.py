@@ -717,7 +717,8 @@ class SparseExecutor:
   and output channels each gated layer's batch union holds, compiles the
   plans those counts say will pay, and (`measure=True`) times that program
   against the same with fewer plan kinds and against the model's own masked
-  forward, keeping the fastest (a sparse one only if at least 5% faster):
+  forward, in interleaved rounds (median per program), keeping the fastest
+  (a sparse one only if at least 5% faster; otherwise the masked forward):
   a cost-model error then cannot make the executor slower than the masked
   model on inputs like the samples. The first call at
   a batch size that was not fitted fits on that batch (`auto_fit`). Every
