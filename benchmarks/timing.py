@@ -8,10 +8,11 @@ every configuration rather than one configuration.
 
 from __future__ import annotations
 
-import time
 from typing import Callable, Sequence
 
 import jax
+
+from dynjax.sparse.cost import round_seconds
 
 
 def interleaved_best(fns: dict[str, Callable[[], object]], repeats: int,
@@ -23,15 +24,8 @@ def interleaved_best(fns: dict[str, Callable[[], object]], repeats: int,
   """
   for fn in fns.values():
     jax.block_until_ready(fn())
-  best = {name: float("inf") for name in fns}
-  for _ in range(rounds):
-    for name, fn in fns.items():
-      start = time.perf_counter()
-      for _ in range(repeats):
-        out = fn()
-      jax.block_until_ready(out)
-      best[name] = min(best[name], (time.perf_counter() - start) / repeats)
-  return best
+  per_round = round_seconds(list(fns.values()), [()], repeats, rounds)
+  return {name: min(t) for name, t in zip(fns, per_round)}
 
 
 def compiled_memory_mib(jitted, *args) -> float | None:

@@ -134,7 +134,7 @@ def _gate_features_and_targets(model, variables, images: "np.ndarray", batch: in
   import flax.linen as nn  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from dynjax.layers.ftwt import FTWTGate  # pylint: disable=g-import-not-at-top
+  from dynjax.layers.ftwt import FTWTGate, ftwt_features  # pylint: disable=g-import-not-at-top
   from dynjax.layers.gating import Pool, gated_layers  # pylint: disable=g-import-not-at-top
 
   def forward(v, x):
@@ -143,9 +143,8 @@ def _gate_features_and_targets(model, variables, images: "np.ndarray", batch: in
     def capture(next_fun, args, kwargs, context):
       gate = context.module
       if isinstance(gate, FTWTGate) and context.method_name == "__call__":
-        pooled = (Pool(args[0]).mean() if gate.pool == "avg" else Pool(args[0]).max())[0]
-        seen["/".join(gate.scope.path[:-1])] = (
-            jax.nn.softmax(pooled, axis=-1) if gate.softmax else pooled)
+        seen["/".join(gate.scope.path[:-1])] = ftwt_features(Pool(args[0]), gate.pool,
+                                                             gate.softmax)[0]
       return next_fun(*args, **kwargs)
 
     with nn.intercept_methods(capture):

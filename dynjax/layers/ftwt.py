@@ -36,8 +36,9 @@ def torch_default_uniform(fan_in_axis: int = 0):
   return init
 
 
-def ftwt_logits(fc: dict, pool: Pool, pool_kind: str = "avg", softmax: bool = True) -> jax.Array:
-  """pool -> (softmax over all C_in channels) -> `@ W + b`, in float32 -> `[N, C_out]`."""
+def ftwt_features(pool: Pool, pool_kind: str = "avg", softmax: bool = True):
+  """What the gate head's dense layer reads: pool -> (softmax over all C_in
+  channels), in float32, as `(values, idx)` of `pool` (idx None when dense)."""
   if pool_kind == "avg":
     e, idx = pool.mean()
   elif pool_kind == "max":
@@ -47,6 +48,12 @@ def ftwt_logits(fc: dict, pool: Pool, pool_kind: str = "avg", softmax: bool = Tr
   e = e.astype(jnp.float32)
   if softmax:  # over all C_in channels, the inactive ones included
     e, idx = jax.nn.softmax(pool.full(e, idx), axis=-1), None
+  return e, idx
+
+
+def ftwt_logits(fc: dict, pool: Pool, pool_kind: str = "avg", softmax: bool = True) -> jax.Array:
+  """`ftwt_features` -> `@ W + b`, in float32 -> `[N, C_out]`."""
+  e, idx = ftwt_features(pool, pool_kind, softmax)
   return pool.linear(e, idx, fc["kernel"], fc["bias"])
 
 

@@ -173,51 +173,14 @@ def _load(path: str, platform: str) -> CostModel:
   return CostModel(platform=platform)
 
 
-def best_seconds(fn, args_list, min_seconds: float = 0.05, rounds: int = 5) -> float:
-  """Best-of-rounds seconds per call of `fn(*args)`, cycling over `args_list`."""
-  import jax  # pylint: disable=import-outside-toplevel
-  jax.block_until_ready(fn(*args_list[0]))
-  reps = len(args_list)
-  while True:
-    start = time.perf_counter()
-    for i in range(reps):
-      out = fn(*args_list[i % len(args_list)])
-    jax.block_until_ready(out)
-    if time.perf_counter() - start >= min_seconds or reps >= 1024:
-      break
-    reps *= 2
-  best = float("inf")
-  for _ in range(rounds):
-    start = time.perf_counter()
-    for i in range(reps):
-      out = fn(*args_list[i % len(args_list)])
-    jax.block_until_ready(out)
-    best = min(best, (time.perf_counter() - start) / reps)
-  return best
+def round_seconds(fns: Sequence, args_list, reps: int, rounds: int) -> list[list[float]]:
+  """Seconds per call of each of `fns`, one sample per round and function.
 
-
-def interleaved_seconds(fns: Sequence, args_list, min_seconds: float = 0.05,
-                        rounds: int = 7) -> list[float]:
-  """Median seconds per call of each of `fns`, timed in interleaved rounds.
-
-  Each round times every function once, in turn, on the same calls (cycling
-  over `args_list`), so a slow spell of the machine hits all of them; the
-  median over rounds ignores a lucky or unlucky round. Used to choose between
-  programs whose times differ by a few percent.
+  Each round calls every function `reps` times in turn (cycling over
+  `args_list`), so a slow spell of the machine hits all of them. The
+  functions must be compiled already.
   """
   import jax  # pylint: disable=import-outside-toplevel
-  for fn in fns:
-    jax.block_until_ready(fn(*args_list[0]))
-  reps = len(args_list)
-  while True:  # enough calls per round for the slowest function to take min_seconds
-    start = time.perf_counter()
-    for fn in fns:
-      for i in range(reps):
-        out = fn(*args_list[i % len(args_list)])
-      jax.block_until_ready(out)
-    if time.perf_counter() - start >= min_seconds * len(fns) or reps >= 1024:
-      break
-    reps *= 2
   per_round = [[] for _ in fns]
   for _ in range(rounds):
     for k, fn in enumerate(fns):
@@ -226,7 +189,35 @@ def interleaved_seconds(fns: Sequence, args_list, min_seconds: float = 0.05,
         out = fn(*args_list[i % len(args_list)])
       jax.block_until_ready(out)
       per_round[k].append((time.perf_counter() - start) / reps)
-  return [float(sorted(t)[len(t) // 2]) for t in per_round]
+  return per_round
+
+
+def interleaved_seconds(fns: Sequence, args_list, min_seconds: float = 0.05, rounds: int = 7,
+                        statistic: str = "median") -> list[float]:
+  """Seconds per call of each of `fns`, timed in interleaved rounds.
+
+  Compiles each function, sizes the calls per round so that all of them
+  together take `min_seconds` per function, then times `rounds` rounds
+  (`round_seconds`). `statistic` is `"median"` over rounds (ignores a lucky
+  or unlucky round; used to choose between programs whose times differ by a
+  few percent) or `"min"` (best of rounds).
+  """
+  import jax  # pylint: disable=import-outside-toplevel
+  for fn in fns:
+    jax.block_until_ready(fn(*args_list[0]))
+  reps = len(args_list)
+  while True:
+    seconds = reps * sum(t[0] for t in round_seconds(fns, args_list, reps, 1))
+    if seconds >= min_seconds * len(fns) or reps >= 1024:
+      break
+    reps *= 2
+  reduce = {"median": lambda t: sorted(t)[len(t) // 2], "min": min}[statistic]
+  return [float(reduce(t)) for t in round_seconds(fns, args_list, reps, rounds)]
+
+
+def best_seconds(fn, args_list, min_seconds: float = 0.05, rounds: int = 5) -> float:
+  """Best-of-rounds seconds per call of `fn(*args)`, cycling over `args_list`."""
+  return interleaved_seconds([fn], args_list, min_seconds, rounds, statistic="min")[0]
 
 
 def default_cost_model(platform: str | None = None) -> CostModel:
