@@ -400,4 +400,10 @@ def for_sweep(sweep: str) -> list[Claim]:
     return ftwt_budget_claims()
   if sweep == "cpu_ftwt_gates":
     return ftwt_gate_claims()
+  if sweep == "gpu_fbs_condconv":
+    return fbs_condconv_claims((0.25, 0.5, 0.3), suffix=", 30 epochs", family="gpu_fbs_condconv")
+  if sweep == "gpu_ftwt":
+    # The GPU sweep runs VGG-16-BN only: its claims are the ones on VGG rows.
+    return [claim for claim in ftwt_claims() + ftwt_gate_claims()
+            if all(label.startswith("vgg16_bn") for label in claim.rows)]
   return []

@@ -322,6 +322,38 @@ def study_ftwt_gate_jobs(seeds=STUDY_SEEDS, arch="vgg16_bn", row="r=0.85 decoupl
   return jobs
 
 
+# ---------------------------------------------------------------- GPU study
+# The CPU study's sweeps at the papers' full width, for an accelerator: the
+# same recipes, data, seeds and row labels (so the same claims read them);
+# only the width multiplier is 1 and the workdirs start with `gpu_`.
+def full_width(job: Job) -> Job:
+  """`job` with every width multiplier at 1, renamed `gpu_*`."""
+  rename = lambda name: "gpu_" + name.removeprefix("cpu_") if name else name
+  overrides = tuple((key, "1.0") if key == "model_kwargs.width_multiplier" else (key, value)
+                    for key, value in job.overrides)
+  if not any(key == "model_kwargs.width_multiplier" for key, _ in overrides):
+    overrides += (("model_kwargs.width_multiplier", "1.0"),)
+  return dataclasses.replace(job, name=rename(job.name), depends_on=rename(job.depends_on),
+                             overrides=overrides)
+
+
+def gpu_fbs_condconv_jobs(seeds=STUDY_SEEDS) -> list[Job]:
+  """Seed Table 2 (every method at d in {0.25, 0.5, 0.3}, 30 epochs) at full width."""
+  return [full_width(job) for job in study_convergence_jobs(seeds)]
+
+
+def gpu_ftwt_jobs(seeds=STUDY_SEEDS, arch="vgg16_bn") -> list[Job]:
+  """The FTWT rows of one architecture at full width (VGG-16-BN: the paper's
+  network) and the gate-softmax diagnosis row: every seed's baseline first
+  (the FTWT rows start from them), then the FTWT rows, then the static ones."""
+  jobs = []
+  for seed in seeds:
+    jobs += [full_width(job) for job in study_ftwt_jobs(seeds=(seed,), archs=(arch,))]
+    jobs.append(full_width(study_ftwt_gate_jobs(seeds=(seed,), arch=arch)[-1]))
+  kind = lambda job: 0 if job.label.endswith("baseline") else 2 if "static" in job.label else 1
+  return sorted(jobs, key=kind)
+
+
 SWEEPS: dict[str, Callable[[], list[Job]]] = {
     "ftwt_cifar10": ftwt_cifar10_jobs,
     "ftwt_imagenet": ftwt_imagenet_jobs,
@@ -332,6 +364,8 @@ SWEEPS: dict[str, Callable[[], list[Job]]] = {
     "cpu_convergence": study_convergence_jobs,
     "cpu_ftwt_budget": study_ftwt_budget_jobs,
     "cpu_ftwt_gates": study_ftwt_gate_jobs,
+    "gpu_fbs_condconv": gpu_fbs_condconv_jobs,
+    "gpu_ftwt": gpu_ftwt_jobs,
 }
 
 

@@ -3,6 +3,7 @@
 import json
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -233,3 +234,63 @@ def test_a_finished_dependency_without_its_checkpoint_is_trained_again(tmp_path,
   (tmp_path / "base" / "checkpoints").rmdir()
   real_run_job([sys.executable, "-c", "pass"], str(tmp_path / "child"))
   assert run.main(["tiny", "--workdir_root", str(tmp_path)]) == 0 and calls == []
+
+
+def _plan(tmp_path, specs):
+  """`(job, argv, workdir)` entries running `python -c <code>` per spec."""
+  plan = []
+  for name, depends, code in specs:
+    job = sweeps.Job(name, "configs/x.py", "a", depends_on=depends)
+    plan.append((job, [sys.executable, "-c", code], str(tmp_path / name)))
+  return plan
+
+
+def test_run_parallel_waits_for_dependencies_and_drops_dependants_of_failures(tmp_path):
+  # `child` may start only after `base` wrote its file; `orphan` depends on a
+  # failing job and never runs; `free` runs alongside.
+  write = "import pathlib; pathlib.Path({!r}).write_text('x')"
+  check = "import pathlib, sys; sys.exit(0 if pathlib.Path({!r}).exists() else 5)"
+  marker = str(tmp_path / "base_ran")
+  plan = _plan(tmp_path, [
+      ("base", None, "import time; time.sleep(1.5); " + write.format(marker)),
+      ("bad", None, "raise SystemExit(3)"),
+      ("child", "base", check.format(marker)),
+      ("orphan", "bad", "pass"),
+      ("free", None, "pass"),
+  ])
+  failed = run.run_parallel(plan, parallel=3, poll_seconds=0.1)
+  assert sorted(failed) == ["bad", "orphan"]
+  for name in ("base", "child", "free"):
+    assert run.is_finished(str(tmp_path / name)), name
+  assert not run.is_finished(str(tmp_path / "bad"))
+  assert not (tmp_path / "orphan").exists()
+
+
+def test_run_parallel_stops_starting_and_stops_running_jobs_on_time(tmp_path):
+  plan = _plan(tmp_path, [("slow", None, "import time; time.sleep(60)"),
+                          ("later", None, "pass")])
+  start = time.time()
+  failed = run.run_parallel(plan, parallel=1, stop_after=0.5, kill_after=1.0, poll_seconds=0.1)
+  assert time.time() - start < 30
+  assert sorted(failed) == ["later", "slow"]
+  # The stopped job is left unfinished (no run.json) and the other never started.
+  assert not run.is_finished(str(tmp_path / "slow"))
+  assert not (tmp_path / "later").exists()
+
+
+def test_full_width_sweeps_change_only_the_width_and_the_names():
+  cpu = {job.name: job for job in sweeps.get_sweep("cpu_convergence")}
+  gpu = sweeps.get_sweep("gpu_fbs_condconv")
+  assert len(gpu) == len(cpu)
+  for job in gpu:
+    twin = cpu["cpu_" + job.name.removeprefix("gpu_")]
+    assert job.label == twin.label and job.seed == twin.seed
+    assert dict(job.overrides)["model_kwargs.width_multiplier"] == "1.0"
+    assert {k: v for k, v in job.overrides if k != "model_kwargs.width_multiplier"} == \
+        {k: v for k, v in twin.overrides if k != "model_kwargs.width_multiplier"}
+  ftwt = sweeps.get_sweep("gpu_ftwt")
+  names = [job.name for job in ftwt]
+  for job in ftwt:
+    assert dict(job.overrides)["model_kwargs.width_multiplier"] == "1.0"
+    if job.depends_on:  # every FTWT row starts from a full-width baseline listed before it
+      assert job.depends_on.startswith("gpu_") and names.index(job.depends_on) < names.index(job.name)
