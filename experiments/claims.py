@@ -295,6 +295,42 @@ def ftwt_claims() -> list[Claim]:
   return claims
 
 
+def recipe_check(arch: str) -> Claim:
+  """Did the family's recipe train the dense network at this width?
+
+  A dense network that ends significantly below its own static half-width
+  version (fewer MACs, trained by the same family's recipe) was not trained
+  by that recipe, and rows started from it test nothing.
+  """
+  base, static = f"{arch} baseline", f"{arch} static w=0.5"
+  return Claim("recipe", f"recipe check: the dense {arch} baseline is not below its static w=0.5 "
+               "network (fewer MACs, same recipe family)", "sanity check (not a paper claim)", (base, static),
+               better_accuracy(base, static))
+
+
+def unless_recipe_failed(check: Claim, claim: Claim) -> Claim:
+  """`claim`, made inconclusive when `check` fails."""
+  def test(rows):
+    outcome = claim.test(rows)
+    if check.test(rows).verdict == "fails":
+      return Outcome(outcome.value, "inconclusive",
+                     f"void: the {check.rows[0]} did not train (recipe check fails)")
+    return outcome
+  return dataclasses.replace(claim, test=test)
+
+
+def with_recipe_checks(claims: Sequence[Claim]) -> list[Claim]:
+  """Each architecture's recipe check first, then `claims` on that
+  architecture voided where its check fails."""
+  archs = list(dict.fromkeys(label.split()[0] for claim in claims for label in claim.rows))
+  checks = {arch: recipe_check(arch) for arch in archs}
+  guarded = []
+  for claim in claims:
+    arch = claim.rows[0].split()[0]
+    guarded.append(unless_recipe_failed(checks[arch], claim))
+  return list(checks.values()) + guarded
+
+
 def sweeps_ftwt_rows():
   from experiments import sweeps  # pylint: disable=g-import-not-at-top
   return sweeps.FTWT_CIFAR_ROWS
@@ -354,6 +390,19 @@ def convergence_claims() -> list[Claim]:
                                       family="convergence")
 
 
+def gpu_budget_claims(density: float = 0.25) -> list[Claim]:
+  """What 60 epochs add to each full-width 30-epoch row, and the Table-2
+  claims at `density` answered again from the 60-epoch rows."""
+  claims = []
+  for base in ("dense", *(f"{m} {_pct(density)}" for m in
+                          ("SCP", "FBS", "SCP-CondConv", "FBS-CondConv"))):
+    longer, shorter = f"{base}, 60 epochs", f"{base}, 30 epochs"
+    claims.append(Claim("gpu_budget", f"60 epochs beat 30 for {base} at full width (top-1)",
+                        "budget check (not a paper claim)", (longer, shorter),
+                        better_accuracy(longer, shorter)))
+  return claims + fbs_condconv_claims((density,), suffix=", 60 epochs", family="gpu_budget")
+
+
 def ftwt_budget_claims(arch: str = "vgg16_bn") -> list[Claim]:
   """What 25 epochs add to the 15-epoch FTWT baseline, and whether the static
   network that beat FTWT still stands against a dense one of its budget."""
@@ -391,7 +440,7 @@ def for_sweep(sweep: str) -> list[Claim]:
   if sweep == "cpu_fbs_condconv":
     return fbs_condconv_claims()
   if sweep == "cpu_ftwt":
-    return ftwt_claims()
+    return with_recipe_checks(ftwt_claims())
   if sweep == "cpu_fbs_variants":
     return fbs_variant_claims()
   if sweep == "cpu_convergence":
@@ -402,8 +451,10 @@ def for_sweep(sweep: str) -> list[Claim]:
     return ftwt_gate_claims()
   if sweep == "gpu_fbs_condconv":
     return fbs_condconv_claims((0.25, 0.5, 0.3), suffix=", 30 epochs", family="gpu_fbs_condconv")
+  if sweep == "gpu_fbs_condconv_60ep":
+    return gpu_budget_claims()
   if sweep == "gpu_ftwt":
     # The GPU sweep runs VGG-16-BN only: its claims are the ones on VGG rows.
-    return [claim for claim in ftwt_claims() + ftwt_gate_claims()
-            if all(label.startswith("vgg16_bn") for label in claim.rows)]
+    return with_recipe_checks([claim for claim in ftwt_claims() + ftwt_gate_claims()
+                               if all(label.startswith("vgg16_bn") for label in claim.rows)])
   return []

@@ -342,6 +342,22 @@ def gpu_fbs_condconv_jobs(seeds=STUDY_SEEDS) -> list[Job]:
   return [full_width(job) for job in study_convergence_jobs(seeds)]
 
 
+GPU_BUDGET_DENSITY = 0.25
+
+
+def gpu_budget_jobs(seeds=STUDY_SEEDS, density=GPU_BUDGET_DENSITY) -> list[Job]:
+  """The full-width budget check: the dense row and every method at `density`
+  again at twice the epochs (60), to see whether 30 sufficed at full width."""
+  jobs = []
+  for job in gpu_fbs_condconv_jobs(seeds):
+    if job.label == "dense, 30 epochs" or job.label.endswith(f"d={density:g}, 30 epochs"):
+      jobs.append(dataclasses.replace(
+          job.with_overrides(("num_epochs", "60")), name=job.name.replace("_30ep_", "_60ep_"),
+          label=job.label.replace("30 epochs", "60 epochs"),
+          series=job.series.replace("30 epochs", "60 epochs")))
+  return jobs
+
+
 def gpu_ftwt_jobs(seeds=STUDY_SEEDS, arch="vgg16_bn") -> list[Job]:
   """The FTWT rows of one architecture at full width (VGG-16-BN: the paper's
   network) and the gate-softmax diagnosis row: every seed's baseline first
@@ -366,6 +382,7 @@ SWEEPS: dict[str, Callable[[], list[Job]]] = {
     "cpu_ftwt_gates": study_ftwt_gate_jobs,
     "gpu_fbs_condconv": gpu_fbs_condconv_jobs,
     "gpu_ftwt": gpu_ftwt_jobs,
+    "gpu_fbs_condconv_60ep": gpu_budget_jobs,
 }
 
 
@@ -383,6 +400,9 @@ def compared_rows(name: str) -> list[Job]:
   elif name == "cpu_ftwt_budget":
     return [job for job in study_ftwt_jobs(archs=("vgg16_bn",))
             if "r=" in job.label or job.label.endswith(("baseline", "w=0.75"))]
+  elif name == "gpu_fbs_condconv_60ep":
+    return [job for job in gpu_fbs_condconv_jobs()
+            if job.name.replace("_30ep_", "_60ep_") in {j.name for j in gpu_budget_jobs()}]
   elif name == "cpu_ftwt_gates":
     return [job for job in study_ftwt_jobs(archs=("vgg16_bn",))
             if job.label.endswith(("r=0.85 decoupled", "static w=0.5", "static w=0.75"))]

@@ -310,3 +310,27 @@ def test_probe_scores_by_hand():
   on = target[300:, 0].mean()
   assert row["mask_acc"] == row["fixed_acc"] == (on + 1) / 2  # majority of channel 0 is on
   assert row["probe_acc"] > 0.97
+
+
+def test_a_failed_recipe_check_voids_the_claims_on_its_architecture():
+  def row(label, values, seeds=(0, 1, 2)):
+    jobs = [sweeps.Job(f"{label}{s}", "c.py", "a", label=label, seed=s) for s in seeds]
+    runs = [study.results_lib.JobResult(status="done", top1=v) for v in values]
+    flat = [[(1, v - 0.5), (2, v), (3, v)] for v in values]
+    return study.Row(label, label, jobs, runs, flat)
+
+  gated = claims.Claim("ftwt", "x holds", "", ("vgg16_bn r=0.9 decoupled", "vgg16_bn baseline"),
+                       claims.better_accuracy("vgg16_bn r=0.9 decoupled", "vgg16_bn baseline"))
+  guarded = claims.with_recipe_checks([gated])
+  assert [c.family for c in guarded] == ["recipe", "ftwt"]
+  trained = {r.label: r for r in (row("vgg16_bn baseline", [60, 61, 62]),
+                                   row("vgg16_bn static w=0.5", [59, 60, 61]),
+                                   row("vgg16_bn r=0.9 decoupled", [70, 71, 72]))}
+  assert guarded[0].test(trained).verdict == "inconclusive"
+  assert guarded[1].test(trained).verdict == "holds"
+  # A baseline 30 points below its half-width static network did not train:
+  # the same comparison no longer counts.
+  untrained = dict(trained, **{"vgg16_bn baseline": row("vgg16_bn baseline", [30, 31, 32])})
+  assert guarded[0].test(untrained).verdict == "fails"
+  outcome = guarded[1].test(untrained)
+  assert outcome.verdict == "inconclusive" and "recipe check fails" in outcome.detail
