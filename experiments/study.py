@@ -134,12 +134,15 @@ TABLE_HEADER = ("row", "seeds", "top-1 % (mean ± 95% CI)", "paper top-1", "MACs
 
 
 def reference_row(rows: Sequence[Row], row: Row) -> Row | None:
-  """The unpruned baseline `row` is compared with: the sweep's `dense` row, or
-  the `<arch> baseline` row of the same architecture."""
+  """The unpruned baseline `row` is compared with: the sweep's `dense` row
+  (of the same recipe, e.g. `dense, 30 epochs`, where there is one), or the
+  `<arch> baseline` row of the same architecture."""
   arch = row.label.split()[0]
-  for other in rows:
-    if other.label == "dense" or other.label == f"{arch} baseline":
-      return other
+  suffix = row.label[row.label.index(","):] if "," in row.label else ""
+  by = by_label(rows)
+  for label in (f"dense{suffix}", "dense", f"{arch} baseline"):
+    if label in by:
+      return by[label]
   return None
 
 

@@ -200,6 +200,17 @@ def test_exact_reduction_of_static_rows_uses_the_dense_baseline(tmp_path):
   assert study.reduction_values(rows["SCP d=0.25"], exact=True) == [0.0] * 3
 
 
+def test_a_row_of_a_longer_recipe_is_compared_with_the_dense_row_of_that_recipe():
+  def row(label):
+    return study.Row(label, label, [], [], [])
+  rows = [row("dense, 30 epochs"), row("SCP d=0.25, 30 epochs"), row("dense, 60 epochs"),
+          row("SCP d=0.25, 60 epochs"), row("vgg16_bn baseline"), row("vgg16_bn static w=0.5")]
+  assert study.reference_row(rows, rows[1]) is rows[0]
+  assert study.reference_row(rows, rows[3]) is rows[2]
+  assert study.reference_row(rows, rows[5]) is rows[4]
+  assert study.reference_row(rows[1:2], rows[1]) is None
+
+
 def test_variant_claims_compare_with_the_default_rows(tmp_path):
   jobs = sweeps.compared_rows("cpu_fbs_variants") + sweeps.get_sweep("cpu_fbs_variants")
   assert {j.label for j in jobs} >= {"FBS d=0.25", "FBS d=0.25 (strict)",
