@@ -101,9 +101,7 @@ def start_job(argv: list[str], workdir: str) -> subprocess.Popen:
   """Starts one job in the background, logging to `workdir/train.log`."""
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, LOG_FILE), "a", encoding="utf-8") as log:
-    process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
-  process.started = time.time()  # type: ignore[attr-defined]
-  return process
+    return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
 
 
 def record_job(argv: list[str], workdir: str, code: int, started: float) -> None:
@@ -118,9 +116,9 @@ def record_job(argv: list[str], workdir: str, code: int, started: float) -> None
 
 def run_job(argv: list[str], workdir: str) -> int:
   """Runs one job, logging to `workdir/train.log`; writes `run.json`."""
-  process = start_job(argv, workdir)
-  code = process.wait()
-  record_job(argv, workdir, code, process.started)  # type: ignore[attr-defined]
+  started = time.time()
+  code = start_job(argv, workdir).wait()
+  record_job(argv, workdir, code, started)
   return code
 
 
@@ -143,22 +141,20 @@ def run_parallel(plan: Sequence[tuple[sweeps.Job, list[str], str]], parallel: in
   finished, failed, running = set(), [], {}
   while pending or running:
     elapsed = time.time() - begin
-    for name, (process, argv, workdir) in list(running.items()):
+    for name, (process, argv, workdir, started) in list(running.items()):
       code = process.poll()
       if code is None:
         continue
       del running[name]
-      if name in failed:  # stopped at kill_after
-        continue
-      record_job(argv, workdir, code, process.started)
-      print(f"[done] {name}: exit {code} ({time.time() - process.started:.0f} s)", flush=True)
+      record_job(argv, workdir, code, started)
+      print(f"[done] {name}: exit {code} ({time.time() - started:.0f} s)", flush=True)
       (finished.add(name) if code == 0 else failed.append(name))
     if kill_after is not None and elapsed > kill_after and running:
-      for name, (process, _, _) in running.items():
+      for name, (process, _, _, _) in running.items():
         print(f"[stop] {name}: still running after {kill_after:.0f} s", flush=True)
         process.send_signal(signal.SIGTERM)
         failed.append(name)
-      for process, _, _ in running.values():
+      for process, _, _, _ in running.values():
         try:
           process.wait(timeout=30)
         except subprocess.TimeoutExpired:
@@ -181,7 +177,7 @@ def run_parallel(plan: Sequence[tuple[sweeps.Job, list[str], str]], parallel: in
         continue
       pending.remove(entry)
       print(f"[run] {job.name}: {shlex.join(argv)}", flush=True)
-      running[job.name] = (start_job(argv, workdir), argv, workdir)
+      running[job.name] = (start_job(argv, workdir), argv, workdir, time.time())
     if pending or running:
       time.sleep(poll_seconds)
   return failed
