@@ -294,3 +294,23 @@ def test_full_width_sweeps_change_only_the_width_and_the_names():
     assert dict(job.overrides)["model_kwargs.width_multiplier"] == "1.0"
     if job.depends_on:  # every FTWT row starts from a full-width baseline listed before it
       assert job.depends_on.startswith("gpu_") and names.index(job.depends_on) < names.index(job.name)
+
+
+def test_gpu_study_script_runs_its_sweeps_and_packs_the_results(tmp_path):
+  # No job matches: the script must still record the environment, run each
+  # sweep's runner, and leave an (empty) archive of results.
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import tarfile  # pylint: disable=g-import-not-at-top
+  out = tmp_path / "out"
+  env = dict(os.environ, OUT=str(out), GPU_STUDY_ROOT=str(tmp_path / "runs"),
+             PYTHON=sys.executable, GPU_STUDY_SWEEPS="gpu_fbs_condconv:2 gpu_ftwt:1",
+             GPU_STUDY_ARGS="--only=no-such-job")
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  proc = subprocess.run(["bash", "experiments/gpu_study.sh", "60"], cwd=root, env=env,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  assert "jax" in (out / "env.txt").read_text()
+  for sweep in ("gpu_fbs_condconv", "gpu_ftwt"):
+    assert (out / f"run_{sweep}.log").exists()
+  with tarfile.open(out / "gpu_results.tgz") as archive:
+    assert archive.getnames() == []
