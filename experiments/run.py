@@ -19,7 +19,7 @@ starts no job after S seconds and `--kill_after K` stops (SIGTERM) the jobs
 still running after K seconds, leaving them unfinished (no `run.json`), so a
 run inside a fixed time slot ends on time:
 
-  python -m experiments.run gpu_fbs_condconv --workdir_root=/tmp/gpu \
+  python -m experiments.run gpu_fbs_condconv --workdir_root=workdirs \
       --data=data/cifar10_subset.npz --parallel 6 --stop_after 380 --kill_after 470
 """
 
@@ -148,7 +148,10 @@ def run_parallel(plan: Sequence[tuple[sweeps.Job, list[str], str]], parallel: in
       del running[name]
       record_job(argv, workdir, code, started)
       print(f"[done] {name}: exit {code} ({time.time() - started:.0f} s)", flush=True)
-      (finished.add(name) if code == 0 else failed.append(name))
+      if code == 0:
+        finished.add(name)
+      else:
+        failed.append(name)
     if kill_after is not None and elapsed > kill_after and running:
       for name, (process, _, _, _) in running.items():
         print(f"[stop] {name}: still running after {kill_after:.0f} s", flush=True)
