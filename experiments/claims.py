@@ -390,17 +390,18 @@ def convergence_claims() -> list[Claim]:
                                       family="convergence")
 
 
-def gpu_budget_claims(density: float = 0.25) -> list[Claim]:
-  """What 60 epochs add to each full-width 30-epoch row, and the Table-2
-  claims at `density` answered again from the 60-epoch rows."""
+def gpu_budget_claims(density: float = 0.25, epochs: int = 60) -> list[Claim]:
+  """What `epochs` add to each full-width row of half as many, and the
+  Table-2 claims at `density` answered again from the longer rows."""
   claims = []
   for base in ("dense", *(f"{m} {_pct(density)}" for m in
                           ("SCP", "FBS", "SCP-CondConv", "FBS-CondConv"))):
-    longer, shorter = f"{base}, 60 epochs", f"{base}, 30 epochs"
-    claims.append(Claim("gpu_budget", f"60 epochs beat 30 for {base} at full width (top-1)",
-                        "budget check (not a paper claim)", (longer, shorter),
+    longer, shorter = f"{base}, {epochs} epochs", f"{base}, {epochs // 2} epochs"
+    claims.append(Claim("gpu_budget", f"{epochs} epochs beat {epochs // 2} for {base} at full "
+                        "width (top-1)", "budget check (not a paper claim)", (longer, shorter),
                         better_accuracy(longer, shorter)))
-  return claims + fbs_condconv_claims((density,), suffix=", 60 epochs", family="gpu_budget")
+  return claims + fbs_condconv_claims((density,), suffix=f", {epochs} epochs",
+                                      family="gpu_budget")
 
 
 def ftwt_budget_claims(arch: str = "vgg16_bn") -> list[Claim]:
@@ -451,9 +452,9 @@ def for_sweep(sweep: str) -> list[Claim]:
     return ftwt_gate_claims()
   if sweep == "gpu_fbs_condconv":
     return fbs_condconv_claims((0.25, 0.5, 0.3), suffix=", 30 epochs", family="gpu_fbs_condconv")
-  if sweep == "gpu_fbs_condconv_60ep":
-    return gpu_budget_claims()
-  if sweep == "gpu_ftwt":
+  if sweep in ("gpu_fbs_condconv_60ep", "gpu_fbs_condconv_120ep"):
+    return gpu_budget_claims(epochs=int(sweep.split("_")[-1].removesuffix("ep")))
+  if sweep in ("gpu_ftwt", "gpu_ftwt_warmup"):
     # The GPU sweep runs VGG-16-BN only: its claims are the ones on VGG rows.
     return with_recipe_checks([claim for claim in ftwt_claims() + ftwt_gate_claims()
                                if all(label.startswith("vgg16_bn") for label in claim.rows)])

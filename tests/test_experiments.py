@@ -314,3 +314,16 @@ def test_gpu_study_script_runs_its_sweeps_and_packs_the_results(tmp_path):
     assert (out / f"run_{sweep}.log").exists()
   with tarfile.open(out / "gpu_results.tgz") as archive:
     assert archive.getnames() == []
+
+
+def test_the_gpu_ftwt_warmup_sweep_warms_up_only_the_rows_trained_from_scratch():
+  plain = {job.name: job for job in sweeps.get_sweep("gpu_ftwt")}
+  for job in sweeps.get_sweep("gpu_ftwt_warmup"):
+    twin = plain[job.name.replace("gpu_warmup_", "gpu_", 1)]
+    assert job.label == twin.label
+    warmup = dict(job.overrides).get("optimizer.warmup_epochs")
+    if job.depends_on:  # the FTWT stage starts from its own family's baseline, unchanged
+      assert warmup is None and job.depends_on.startswith("gpu_warmup_")
+      assert job.overrides == twin.overrides
+    else:
+      assert warmup == str(sweeps.GPU_WARMUP_EPOCHS)
