@@ -331,6 +331,41 @@ def with_recipe_checks(claims: Sequence[Claim]) -> list[Claim]:
   return list(checks.values()) + guarded
 
 
+def budget_check(row: str, longer: str) -> Claim:
+  """Does a longer run of `row`'s recipe (the row `longer`) beat it?"""
+  return Claim("budget", f"budget check: {row} improves at {longer.split(', ')[-1]} (top-1)",
+               "budget check (not a paper claim)", (longer, row), better_accuracy(longer, row))
+
+
+def unless_undertrained(checks: Sequence[Claim], claim: Claim) -> Claim:
+  """`claim`, made inconclusive when any of `checks` holds: a longer run of
+  the same recipe is significantly better, so the recipe had not converged
+  and its rows cannot support a verdict either way."""
+  def test(rows):
+    outcome = claim.test(rows)
+    for check in checks:
+      if check.test(rows).verdict == "holds":
+        return Outcome(outcome.value, "inconclusive",
+                       f"void: under-trained, {check.rows[1]} improves at "
+                       f"{check.rows[0].split(', ')[-1]}")
+    return outcome
+  return dataclasses.replace(claim, test=test)
+
+
+def with_budget_checks(claims: Sequence[Claim], pairs: Sequence[tuple[str, str]]) -> list[Claim]:
+  """The budget checks of `pairs` (row, its longer run) first, then `claims`
+  voided where one of them holds."""
+  checks = [budget_check(row, longer) for row, longer in pairs]
+  return checks + [unless_undertrained(checks, claim) for claim in claims]
+
+
+def _budget_pairs(suffix: str, longer: str, density: float = 0.25) -> list[tuple[str, str]]:
+  """(row, the same row at the longer budget) for dense and every method at `density`."""
+  bases = ("dense", *(f"{m} {_pct(density)}" for m in ("SCP", "FBS", "SCP-CondConv",
+                                                          "FBS-CondConv")))
+  return [(f"{base}{suffix}", f"{base}, {longer}") for base in bases]
+
+
 def sweeps_ftwt_rows():
   from experiments import sweeps  # pylint: disable=g-import-not-at-top
   return sweeps.FTWT_CIFAR_ROWS
@@ -391,17 +426,16 @@ def convergence_claims() -> list[Claim]:
 
 
 def gpu_budget_claims(density: float = 0.25, epochs: int = 60) -> list[Claim]:
-  """What `epochs` add to each full-width row of half as many, and the
-  Table-2 claims at `density` answered again from the longer rows."""
-  claims = []
-  for base in ("dense", *(f"{m} {_pct(density)}" for m in
-                          ("SCP", "FBS", "SCP-CondConv", "FBS-CondConv"))):
-    longer, shorter = f"{base}, {epochs} epochs", f"{base}, {epochs // 2} epochs"
-    claims.append(Claim("gpu_budget", f"{epochs} epochs beat {epochs // 2} for {base} at full "
-                        "width (top-1)", "budget check (not a paper claim)", (longer, shorter),
-                        better_accuracy(longer, shorter)))
-  return claims + fbs_condconv_claims((density,), suffix=f", {epochs} epochs",
-                                      family="gpu_budget")
+  """What `epochs` add to each full-width row of half as many (the budget
+  checks of the shorter sweep), and the Table-2 claims at `density` answered
+  again from the longer rows, voided where twice their epochs do better."""
+  shorter = [(row, longer) for row, longer in
+             _budget_pairs(f", {epochs // 2} epochs", f"{epochs} epochs", density)]
+  checks = [dataclasses.replace(budget_check(row, longer), family="gpu_budget")
+            for row, longer in shorter]
+  return checks + with_budget_checks(
+      fbs_condconv_claims((density,), suffix=f", {epochs} epochs", family="gpu_budget"),
+      _budget_pairs(f", {epochs} epochs", f"{2 * epochs} epochs", density))
 
 
 def ftwt_budget_claims(arch: str = "vgg16_bn") -> list[Claim]:
@@ -436,10 +470,15 @@ def ftwt_gate_claims(arch: str = "vgg16_bn", row: str = "r=0.85 decoupled") -> l
   ]
 
 
+# The 15-epoch CPU rows that `cpu_convergence` reran at 30 epochs.
+CPU_BUDGET_PAIRS = (("dense", "dense, 30 epochs"),
+                    ("FBS-CondConv d=0.25", "FBS-CondConv d=0.25, 30 epochs"))
+
+
 def for_sweep(sweep: str) -> list[Claim]:
   """The claims a study sweep answers (none for other sweeps)."""
   if sweep == "cpu_fbs_condconv":
-    return fbs_condconv_claims()
+    return with_budget_checks(fbs_condconv_claims(), CPU_BUDGET_PAIRS)
   if sweep == "cpu_ftwt":
     return with_recipe_checks(ftwt_claims())
   if sweep == "cpu_fbs_variants":
@@ -451,7 +490,9 @@ def for_sweep(sweep: str) -> list[Claim]:
   if sweep == "cpu_ftwt_gates":
     return ftwt_gate_claims()
   if sweep == "gpu_fbs_condconv":
-    return fbs_condconv_claims((0.25, 0.5, 0.3), suffix=", 30 epochs", family="gpu_fbs_condconv")
+    return with_budget_checks(
+        fbs_condconv_claims((0.25, 0.5, 0.3), suffix=", 30 epochs", family="gpu_fbs_condconv"),
+        _budget_pairs(", 30 epochs", "60 epochs"))
   if sweep in ("gpu_fbs_condconv_60ep", "gpu_fbs_condconv_120ep"):
     return gpu_budget_claims(epochs=int(sweep.split("_")[-1].removesuffix("ep")))
   if sweep in ("gpu_ftwt", "gpu_ftwt_warmup"):

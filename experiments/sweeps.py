@@ -417,6 +417,11 @@ def compared_rows(name: str) -> list[Job]:
   `cpu_fbs_condconv` (a tie rule, a predictor activation, the epochs); their
   tables show those rows beside them.
   """
+  if name == "cpu_fbs_condconv":  # its rows' budget check (twice the epochs)
+    return [job for job in study_convergence_jobs()
+            if job.label in ("dense, 30 epochs", "FBS-CondConv d=0.25, 30 epochs")]
+  if name == "gpu_fbs_condconv":
+    return gpu_budget_jobs(epochs=60)
   if name == "cpu_fbs_variants":
     labels = ("FBS d=0.25", "FBS-CondConv d=0.25")
   elif name == "cpu_convergence":
@@ -427,9 +432,11 @@ def compared_rows(name: str) -> list[Job]:
   elif name in ("gpu_fbs_condconv_60ep", "gpu_fbs_condconv_120ep"):
     epochs = int(name.split("_")[-1].removesuffix("ep"))
     shorter = gpu_fbs_condconv_jobs() if epochs == 60 else gpu_budget_jobs(epochs=epochs // 2)
+    # The shorter rows these rows check, and their own budget check.
     return [job for job in shorter
             if job.label.replace(f"{epochs // 2} epochs", f"{epochs} epochs")
-            in {j.label for j in gpu_budget_jobs(epochs=epochs)}]
+            in {j.label for j in gpu_budget_jobs(epochs=epochs)}] + gpu_budget_jobs(
+                epochs=2 * epochs)
   elif name == "cpu_ftwt_gates":
     return [job for job in study_ftwt_jobs(archs=("vgg16_bn",))
             if job.label.endswith(("r=0.85 decoupled", "static w=0.5", "static w=0.75"))]

@@ -345,3 +345,27 @@ def test_a_failed_recipe_check_voids_the_claims_on_its_architecture():
   assert guarded[0].test(untrained).verdict == "fails"
   outcome = guarded[1].test(untrained)
   assert outcome.verdict == "inconclusive" and "recipe check fails" in outcome.detail
+
+
+def test_a_holding_budget_check_voids_the_claims_of_the_shorter_recipe():
+  def row(label, values):
+    jobs = [sweeps.Job(f"{label}{s}", "c.py", "a", label=label, seed=s) for s in (0, 1, 2)]
+    runs = [study.results_lib.JobResult(status="done", top1=v) for v in values]
+    return study.Row(label, label, jobs, runs, [[(1, v - 0.5), (2, v), (3, v)] for v in values])
+
+  claim = claims.Claim("x", "A beats B", "", ("A", "B"), claims.better_accuracy("A", "B"))
+  guarded = claims.with_budget_checks([claim], [("dense", "dense, 30 epochs")])
+  assert [c.family for c in guarded] == ["budget", "x"]
+  base = {r.label: r for r in (row("A", [70, 71, 72]), row("B", [60, 61, 62]),
+                               row("dense", [75, 76, 77]))}
+  # The longer run is no better: the shorter recipe's verdict stands.
+  same = dict(base, **{"dense, 30 epochs": row("dense, 30 epochs", [75, 76.5, 76])})
+  assert guarded[0].test(same).verdict == "inconclusive"
+  assert guarded[1].test(same).verdict == "holds"
+  # Twice the epochs add 8 points: the recipe had not converged, no verdict.
+  longer = dict(base, **{"dense, 30 epochs": row("dense, 30 epochs", [83, 84, 85])})
+  assert guarded[0].test(longer).verdict == "holds"
+  outcome = guarded[1].test(longer)
+  assert outcome.verdict == "inconclusive" and "under-trained" in outcome.detail
+  # A budget check whose longer rows do not exist yet voids nothing.
+  assert guarded[1].test(base).verdict == "holds"
