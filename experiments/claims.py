@@ -308,13 +308,15 @@ def recipe_check(arch: str) -> Claim:
                better_accuracy(base, static))
 
 
-def unless_recipe_failed(check: Claim, claim: Claim) -> Claim:
-  """`claim`, made inconclusive when `check` fails."""
+def void_when(claim: Claim, checks: Sequence[Claim], verdict: str,
+              reason: Callable[[Claim], str]) -> Claim:
+  """`claim`, made inconclusive ("void: <reason(check)>") when one of
+  `checks` reaches `verdict`."""
   def test(rows):
     outcome = claim.test(rows)
-    if check.test(rows).verdict == "fails":
-      return Outcome(outcome.value, "inconclusive",
-                     f"void: the {check.rows[0]} did not train (recipe check fails)")
+    for check in checks:
+      if check.test(rows).verdict == verdict:
+        return Outcome(outcome.value, "inconclusive", f"void: {reason(check)}")
     return outcome
   return dataclasses.replace(claim, test=test)
 
@@ -327,7 +329,8 @@ def with_recipe_checks(claims: Sequence[Claim]) -> list[Claim]:
   guarded = []
   for claim in claims:
     arch = claim.rows[0].split()[0]
-    guarded.append(unless_recipe_failed(checks[arch], claim))
+    guarded.append(void_when(claim, [checks[arch]], "fails",
+                             lambda c: f"the {c.rows[0]} did not train (recipe check fails)"))
   return list(checks.values()) + guarded
 
 
@@ -337,26 +340,14 @@ def budget_check(row: str, longer: str) -> Claim:
                "budget check (not a paper claim)", (longer, row), better_accuracy(longer, row))
 
 
-def unless_undertrained(checks: Sequence[Claim], claim: Claim) -> Claim:
-  """`claim`, made inconclusive when any of `checks` holds: a longer run of
-  the same recipe is significantly better, so the recipe had not converged
-  and its rows cannot support a verdict either way."""
-  def test(rows):
-    outcome = claim.test(rows)
-    for check in checks:
-      if check.test(rows).verdict == "holds":
-        return Outcome(outcome.value, "inconclusive",
-                       f"void: under-trained, {check.rows[1]} improves at "
-                       f"{check.rows[0].split(', ')[-1]}")
-    return outcome
-  return dataclasses.replace(claim, test=test)
-
-
 def with_budget_checks(claims: Sequence[Claim], pairs: Sequence[tuple[str, str]]) -> list[Claim]:
   """The budget checks of `pairs` (row, its longer run) first, then `claims`
-  voided where one of them holds."""
+  voided where one of them holds: a longer run of the same recipe is
+  significantly better, so the recipe had not converged and its rows cannot
+  support a verdict either way."""
   checks = [budget_check(row, longer) for row, longer in pairs]
-  return checks + [unless_undertrained(checks, claim) for claim in claims]
+  reason = lambda c: f"under-trained, {c.rows[1]} improves at {c.rows[0].split(', ')[-1]}"
+  return checks + [void_when(claim, checks, "holds", reason) for claim in claims]
 
 
 def _budget_pairs(suffix: str, longer: str, density: float = 0.25) -> list[tuple[str, str]]:

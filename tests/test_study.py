@@ -323,13 +323,15 @@ def test_probe_scores_by_hand():
   assert row["probe_acc"] > 0.97
 
 
-def test_a_failed_recipe_check_voids_the_claims_on_its_architecture():
-  def row(label, values, seeds=(0, 1, 2)):
-    jobs = [sweeps.Job(f"{label}{s}", "c.py", "a", label=label, seed=s) for s in seeds]
-    runs = [study.results_lib.JobResult(status="done", top1=v) for v in values]
-    flat = [[(1, v - 0.5), (2, v), (3, v)] for v in values]
-    return study.Row(label, label, jobs, runs, flat)
+def _flat_row(label, values):
+  """A finished, converged row with final top-1 `values` (one per seed)."""
+  jobs = [sweeps.Job(f"{label}{s}", "c.py", "a", label=label, seed=s) for s in range(len(values))]
+  runs = [study.results_lib.JobResult(status="done", top1=v) for v in values]
+  return study.Row(label, label, jobs, runs, [[(1, v - 0.5), (2, v), (3, v)] for v in values])
 
+
+def test_a_failed_recipe_check_voids_the_claims_on_its_architecture():
+  row = _flat_row
   gated = claims.Claim("ftwt", "x holds", "", ("vgg16_bn r=0.9 decoupled", "vgg16_bn baseline"),
                        claims.better_accuracy("vgg16_bn r=0.9 decoupled", "vgg16_bn baseline"))
   guarded = claims.with_recipe_checks([gated])
@@ -348,11 +350,7 @@ def test_a_failed_recipe_check_voids_the_claims_on_its_architecture():
 
 
 def test_a_holding_budget_check_voids_the_claims_of_the_shorter_recipe():
-  def row(label, values):
-    jobs = [sweeps.Job(f"{label}{s}", "c.py", "a", label=label, seed=s) for s in (0, 1, 2)]
-    runs = [study.results_lib.JobResult(status="done", top1=v) for v in values]
-    return study.Row(label, label, jobs, runs, [[(1, v - 0.5), (2, v), (3, v)] for v in values])
-
+  row = _flat_row
   claim = claims.Claim("x", "A beats B", "", ("A", "B"), claims.better_accuracy("A", "B"))
   guarded = claims.with_budget_checks([claim], [("dense", "dense, 30 epochs")])
   assert [c.family for c in guarded] == ["budget", "x"]
