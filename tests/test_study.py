@@ -94,11 +94,12 @@ def test_fbs_claims_from_fake_rows(tmp_path):
   outcome = dict((c.text, o) for c, o in claims.evaluate(claims.fbs_condconv_claims(), rows))[
       "FBS-CondConv beats SCP at d=0.25 (top-1)"]
   assert outcome.verdict == "inconclusive" and "did not converge" in outcome.detail
-  assert collect.collect_study("cpu_fbs_condconv", jobs, str(tmp_path), str(tmp_path / "out")) == 0
-  for name in ("cpu_fbs_condconv.png", "cpu_fbs_condconv_curves.png"):
+  sweep = "cpu_fbs_condconv"
+  assert collect.collect_study(sweep, jobs, str(tmp_path), str(tmp_path / "out")) == 0
+  for name in (f"{sweep}.png", f"{sweep}_curves.png"):
     with open(tmp_path / "out" / name, "rb") as f:
       assert f.read(4) == b"\x89PNG"
-  assert (tmp_path / "out" / "cpu_fbs_condconv.md").read_text().startswith("<!-- generated")
+  assert (tmp_path / "out" / f"{sweep}.md").read_text().startswith("<!-- generated")
 
 
 def _fake_vgg_ftwt_rows(root, macs, top1, mask_acc=False):
