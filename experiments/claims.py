@@ -420,10 +420,8 @@ def gpu_budget_claims(density: float = 0.25, epochs: int = 60) -> list[Claim]:
   """What `epochs` add to each full-width row of half as many (the budget
   checks of the shorter sweep), and the Table-2 claims at `density` answered
   again from the longer rows, voided where twice their epochs do better."""
-  shorter = [(row, longer) for row, longer in
-             _budget_pairs(f", {epochs // 2} epochs", f"{epochs} epochs", density)]
-  checks = [dataclasses.replace(budget_check(row, longer), family="gpu_budget")
-            for row, longer in shorter]
+  checks = [budget_check(row, longer) for row, longer in
+            _budget_pairs(f", {epochs // 2} epochs", f"{epochs} epochs", density)]
   return checks + with_budget_checks(
       fbs_condconv_claims((density,), suffix=f", {epochs} epochs", family="gpu_budget"),
       _budget_pairs(f", {epochs} epochs", f"{2 * epochs} epochs", density))
